@@ -1,0 +1,145 @@
+"""The one versioned schema of a paired seed record, shared by the trainer, the tuner and the analysis.
+
+A results store is a JSONL file (``results.jsonl``): one JSON object per line, one line per finished
+paired seed (or per failed / provably no-op one). Lines are appended with a single ``write`` of the
+whole line followed by ``fsync``, so a crash can at worst leave one truncated *last* line, which the
+reader reports and skips; nothing completed before it is lost.
+
+Record, schema ``fsray.paired/1``::
+
+    {
+      "schema": "fsray.paired/1",
+      "task": "kv_retrieval/query_after",     # task name + ordering option, a grouping key
+      "config": {...},                         # FS knobs (FSConfig.model_dump()), or {} for plain pairs
+      "config_hash": "1a2b3c4d5e6f",          # fsray.fs.config_hash(config), 12 hex chars
+      "config_label": "lstart=1 alpha=-2 ...", # short human label (optional)
+      "seed": 0,                                # int, required
+      "stage": "selection",                    # selection | confirmation | train (fsray train) | import
+      "trial_id": "abc",                       # optional: Tune trial / search candidate id
+      "status": "ok",                          # ok | failed | noop
+      "failure": null,                         # reason string when status == failed
+      "chance": {"token_acc": 0.1, "seq_acc": 0.2},  # optional: chance level of the task
+      "learned_margin": 0.1,                   # optional: margin above chance that counts as learned
+      "baseline": RunResult,                   # the no_fs run (null when status is noop/failed early)
+      "fs": RunResult,                         # the prompt_fs run (for noop: a copy of baseline)
+      "model": {...}, "budget": {...},         # optional: what determined the runs
+      "code_version": "0.1.0+g1234abc",
+      "time": "2026-11-25T18:00:00Z"
+    }
+
+RunResult::
+
+    {"mode": "no_fs" | "prompt_fs", "status": "ok" | "failed", "failure": null | str,
+     "token_acc": float, "loss": float, "seq_acc": float,    # at the best-token-acc eval
+     "best_step": int, "steps": int, "tokens": int, "seconds": float,
+     "curve": [[step, token_acc, loss, seq_acc], ...],
+     "learned": bool | null,                                  # metric above chance + margin
+     "cached": bool}                                          # baseline reused from the cache
+
+Paired deltas are always ``fs - baseline``: d_acc (token accuracy), d_loss, d_seq.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import AnalysisInputError
+
+SCHEMA = "fsray.paired/1"
+STAGES = ("selection", "confirmation", "train", "import")
+STATUSES = ("ok", "failed", "noop")
+METRICS = ("token_acc", "loss", "seq_acc")
+DELTA_NAMES = {"token_acc": "d_acc", "loss": "d_loss", "seq_acc": "d_seq"}
+
+
+def _finite_or_none(x: Any) -> float | None:
+    if x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def validate_record(rec: Any, where: str = "record") -> dict:
+    """Check a record against ``fsray.paired/1``; raise AnalysisInputError naming ``where``."""
+    if not isinstance(rec, dict):
+        raise AnalysisInputError(f"{where}: not a JSON object")
+    if rec.get("schema") != SCHEMA:
+        raise AnalysisInputError(f"{where}: schema is {rec.get('schema')!r}, expected {SCHEMA!r}")
+    for key in ("task", "config_hash", "seed", "status"):
+        if key not in rec or rec[key] is None:
+            raise AnalysisInputError(f"{where}: missing field {key!r}")
+    if isinstance(rec["seed"], bool) or not isinstance(rec["seed"], int):
+        raise AnalysisInputError(f"{where}: seed must be an integer, got {rec['seed']!r}")
+    if rec["status"] not in STATUSES:
+        raise AnalysisInputError(f"{where}: status {rec['status']!r} not in {STATUSES}")
+    if rec["status"] == "ok":
+        for side in ("baseline", "fs"):
+            run = rec.get(side)
+            if not isinstance(run, dict):
+                raise AnalysisInputError(f"{where}: status ok but {side!r} run is missing")
+            if _finite_or_none(run.get("token_acc")) is None:
+                raise AnalysisInputError(f"{where}: {side}.token_acc is missing or not finite")
+    return rec
+
+
+def append_record(path: str | os.PathLike, rec: dict) -> None:
+    """Append one record durably: one write of the whole line, flushed and fsynced."""
+    validate_record(rec)
+    line = json.dumps(rec, sort_keys=True, allow_nan=False, separators=(",", ":")) + "\n"
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A previous crash may have left a truncated last line without "\n": start on a fresh line so
+    # this record stays parseable (the reader skips and reports the fragment).
+    prefix = ""
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as fh:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                prefix = "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (prefix + line).encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ReadResult:
+    records: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # "file:line: what is wrong"
+
+
+def read_records(path: str | os.PathLike) -> ReadResult:
+    """Read a results store; malformed or truncated lines are reported in ``problems`` and skipped."""
+    out = ReadResult()
+    path = Path(path)
+    if not path.exists():
+        raise AnalysisInputError(f"{path}: no such file")
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                out.problems.append(f"{where}: not valid JSON ({exc.msg}); truncated line?")
+                continue
+            try:
+                out.records.append(validate_record(rec, where))
+            except AnalysisInputError as exc:
+                out.problems.append(str(exc))
+    return out
+
+
+def iter_ok(records: list[dict]) -> Iterator[dict]:
+    return (r for r in records if r.get("status") == "ok")

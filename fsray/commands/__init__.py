@@ -1,0 +1,1 @@
+"""Subcommands of the fsray CLI (see fsray.cli)."""
