@@ -1,0 +1,31 @@
+# Two entry points (README): `make demo` (set up + the embedded-default search) and `make test`.
+# Each does its own set-up on a fresh machine: a local virtual environment with torch pinned to
+# the CPU build (2.13.0; an unpinned torch pulls a multi-GB CUDA build), then this project.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.fsray-installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/fsray tune search_spaces/demo_cpu.yaml --out runs/demo_cpu
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
