@@ -57,7 +57,9 @@ def _one_line(exc: BaseException) -> str:
     return msg
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that subcommand's module is imported (so ``fsray report``
+    never imports torch or Ray, and one broken subcommand cannot break the others)."""
     parser = argparse.ArgumentParser(
         prog="fsray",
         description="Future-Seed tuning and stability analysis for RWKV-7.",
@@ -68,11 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
             "  fsray report runs/demo_cpu                    # stability report of a run\n"
             "  fsray report ../shared/fixtures/upstream_results --format html --out report.html\n"
             "  fsray train --task kv_retrieval --order query_after --seeds 0,1,2\n"
+            "  fsray pretrain --out base.pth                 # rebuild the shipped base checkpoint\n"
+            "\nrun 'fsray COMMAND --help' for each command's options and examples."
         ),
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module, help_) in SUBCOMMANDS.items():
+        if only is None or name != only:
+            sub.add_parser(name, help=help_, add_help=False)
+            continue
         mod = importlib.import_module(module)
         p = sub.add_parser(
             name,
@@ -91,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
-        parser = build_parser()
+        command = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(command if command in SUBCOMMANDS else None)
         args = parser.parse_args(argv)
         if not getattr(args, "_run", None):
             parser.print_help()

@@ -1,21 +1,61 @@
 """The WKV7 operator ``(r, logw, k, v, a, b, s0) -> (y, sT)`` behind one dispatch.
 
-Backends: ``reference`` (per-token loop), ``torch`` (fast exact path for CPUs), ``triton`` (GPU kernel),
-``fla`` (flash-linear-attention's chunk_rwkv7, optional). ``auto`` picks triton on CUDA, torch elsewhere.
-See ``fsray.wkv.reference`` for the math and the shape conventions.
+Backends: ``reference`` (per-token loop), ``torch`` (exact chunked formulation, the fast path on CPUs,
+``fsray.wkv.chunked``), ``triton`` (GPU kernel, ``fsray.wkv.triton_kernel``), ``fla``
+(flash-linear-attention's chunk_rwkv7, an optional extra). ``auto`` picks triton on CUDA tensors and
+torch elsewhere. See ``fsray.wkv.reference`` for the math and the shape conventions.
 """
 
 from __future__ import annotations
 
+import torch
+
+from ..errors import UsageError
+from .chunked import wkv7_chunked
 from .reference import wkv7_reference
 
 BACKENDS = ("auto", "reference", "torch", "triton", "fla")
 
 
+def _check(r, logw, k, v, a, b, s0) -> None:
+    if r.dim() != 4:
+        raise UsageError(f"WKV7 inputs must be [B, T, H, N]; r has shape {tuple(r.shape)}")
+    for name, x in (("logw", logw), ("k", k), ("v", v), ("a", a), ("b", b)):
+        if x.shape != r.shape:
+            raise UsageError(f"WKV7 input {name} has shape {tuple(x.shape)}, expected r's {tuple(r.shape)}")
+    B, _, H, N = r.shape
+    if s0 is not None and s0.shape != (B, H, N, N):
+        raise UsageError(f"WKV7 initial state s0 has shape {tuple(s0.shape)}, expected {(B, H, N, N)}")
+
+
+def _triton(r, logw, k, v, a, b, s0):
+    try:
+        from .triton_kernel import wkv7_triton
+    except ImportError as exc:  # triton missing, or the kernel module not importable here
+        raise UsageError(f"WKV backend 'triton' is unavailable: {exc}") from exc
+    return wkv7_triton(r, logw, k, v, a, b, s0)
+
+
+def _fla(r, logw, k, v, a, b, s0):
+    from .fla_backend import wkv7_fla
+
+    return wkv7_fla(r, logw, k, v, a, b, s0)
+
+
+_IMPLS = {"reference": wkv7_reference, "torch": wkv7_chunked, "triton": _triton, "fla": _fla}
+
+
 def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
-    """Run the WKV7 recurrence. y has r's dtype; sT is float32 (float64 for float64 inputs)."""
+    """Run the WKV7 recurrence. y has r's dtype; sT is float32 (float64 for float64 inputs).
+
+    Shapes: r, logw, k, v, a, b [B, T, H, N]; s0, sT [B, H, N, N] indexed [value, key]; ``logw`` is the
+    log of the decay (<= 0). Every backend is differentiable in every input, s0 included.
+    """
     if backend not in BACKENDS:
-        raise ValueError(f"unknown WKV backend {backend!r}; choose from {BACKENDS}")
-    # Placeholder until the fast backends land: every backend is the reference.
-    y, sT = wkv7_reference(r, logw, k, v, a, b, s0)
-    return y.to(r.dtype), sT
+        raise UsageError(f"unknown WKV backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    _check(r, logw, k, v, a, b, s0)
+    if backend == "auto":
+        backend = "triton" if r.is_cuda else "torch"
+    y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
+    state_dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
+    return y.to(r.dtype), sT.to(state_dtype)

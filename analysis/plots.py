@@ -1,0 +1,199 @@
+"""Report plots (matplotlib, Agg backend, PNG bytes).
+
+* ``forest``: per-configuration interval of the mean delta, each seed's delta as a dot coloured by
+  the pair's breakthrough outcome (both learned / only FS / only no_fs / neither), zero marked;
+* ``paired_lines``: baseline vs FS per seed, one line per seed, runs coloured learned / not learned;
+* ``pareto``: for a search, mean delta against its spread (std) per configuration, the Pareto front
+  (highest mean for its spread) marked.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.collections import LineCollection  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+OUTCOME_COLOURS = {"both": "#2ca02c", "only_fs": "#1f77b4", "only_base": "#ff7f0e",
+                   "neither": "#7f7f7f", "unknown": "#333333"}
+OUTCOME_LABELS = {"both": "both learned", "only_fs": "only FS learned",
+                  "only_base": "only no_fs learned", "neither": "neither learned",
+                  "unknown": "learned: unknown"}
+RUN_COLOURS = {True: "#2ca02c", False: "#7f7f7f", None: "#1f77b4"}
+
+
+def _png(fig, tight: bool = False) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight" if tight else None)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _outcome(bl, fl) -> str:
+    if bl is None or fl is None or (isinstance(bl, float) and math.isnan(bl)) or (
+            isinstance(fl, float) and math.isnan(fl)):
+        return "unknown"
+    bl, fl = bool(bl), bool(fl)
+    return "both" if bl and fl else "only_fs" if fl else "only_base" if bl else "neither"
+
+
+def _flag(v) -> bool | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else bool(v)
+
+
+def _label(r: pd.Series, width: int = 48) -> str:
+    parts = [str(r[c]) for c in ("task", "config") if c in r.index and r[c] is not None]
+    s = " · ".join(parts) or "all"
+    s = s if len(s) <= width else s[: width - 1] + "…"
+    return f"{s} [{r['stage']}]" if "stage" in r.index else s
+
+
+def _first_rows(summary: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The first ``k`` configurations in report order, those with an interval (n >= 2) first."""
+    order = np.argsort(~(summary["n"] >= 2).to_numpy(), kind="stable")
+    return summary.iloc[order[:k]]
+
+
+def _seeds_of(report, r: pd.Series) -> pd.DataFrame:
+    """The paired seeds of one summary row (matched on the grouping keys)."""
+    from .report import _group_cols
+
+    keys, _ = _group_cols(report.options, report.summary)
+    mask = np.ones(len(report.data), dtype=bool)
+    for k in keys:
+        mask &= (report.data[k] == r[k]).to_numpy()
+    return report.data[mask]
+
+
+def forest(report, max_configs: int | None = None) -> bytes:
+    m = report.options.metric
+    dcol = f"d_{m}"
+    rows = _first_rows(report.summary, max_configs or report.options.max_plot_configs)
+    n = len(rows)
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.36 * n))
+    rng = np.random.default_rng(0)  # jitter only: fixed so the picture is reproducible
+    used = set()
+    for i, (_, r) in enumerate(rows.iterrows()):
+        y = n - 1 - i
+        if r["ci_lo"] is not None and r["ci_hi"] is not None:
+            ax.plot([r["ci_lo"], r["ci_hi"]], [y, y], color="black", lw=2, solid_capstyle="butt")
+        if r["mean"] is not None:
+            ax.plot([r["mean"]], [y], marker="D", color="black", ms=5)
+        seeds = _seeds_of(report, r)
+        outcomes = [_outcome(b, f) for b, f in zip(seeds["base_learned_eff"], seeds["fs_learned_eff"])]
+        used.update(outcomes)
+        ax.scatter(seeds[dcol].to_numpy(float), y + rng.uniform(-0.18, 0.18, len(seeds)), s=18,
+                   c=[OUTCOME_COLOURS[o] for o in outcomes], alpha=0.85, zorder=3, edgecolors="none")
+    ax.axvline(0.0, color="#d62728", lw=1, ls="--")
+    ax.set_yticks(range(n))
+    ax.set_yticklabels([_label(r) for _, r in rows.iloc[::-1].iterrows()], fontsize=7)
+    lvl = int(round(report.options.level * 100))
+    ax.set_xlabel(f"d_{m} = prompt_fs - no_fs  (black: mean and {lvl}% {report.options.interval} "
+                  "interval; dots: seeds)")
+    title = "Per-configuration paired deltas"
+    if len(report.summary) > n:
+        title += f" (first {n} of {len(report.summary)}, those with >= 2 seeds first)"
+    ax.set_title(title, fontsize=10)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=OUTCOME_COLOURS[k], label=OUTCOME_LABELS[k])
+               for k in OUTCOME_COLOURS if k in used]
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.set_ylim(-0.7, n - 0.3)
+    return _png(fig, tight=True)  # one axis: cheap, and fits long labels
+
+
+def paired_lines(report, max_configs: int = 8) -> bytes:
+    m = report.options.metric
+    rows = _first_rows(report.summary, max_configs)
+    k = len(rows)
+    cols = min(4, k)
+    nrows = math.ceil(k / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 2.6 * nrows), squeeze=False)
+    for ax in axes.ravel()[k:]:
+        ax.axis("off")
+    for ax, (_, r) in zip(axes.ravel(), rows.iterrows()):
+        seeds = _seeds_of(report, r)
+        b, f = seeds[f"base_{m}"].to_numpy(float), seeds[f"fs_{m}"].to_numpy(float)
+        ok = np.isfinite(b) & np.isfinite(f)
+        b, f = b[ok], f[ok]
+        ax.add_collection(LineCollection([[(0, y0), (1, y1)] for y0, y1 in zip(b, f)],
+                                         colors="#bbbbbb", lw=1, zorder=1))
+        for x, v, col in ((0, b, "base_learned_eff"), (1, f, "fs_learned_eff")):
+            colours = [RUN_COLOURS[_flag(x)] for x in seeds[col].to_numpy(object)[ok]]
+            ax.scatter(np.full(len(v), x), v, c=colours, s=20, zorder=2)
+        if len(f) <= 8:
+            for seed, y in zip(seeds["seed"].to_numpy()[ok], f):
+                ax.annotate(str(seed), (1.04, y), fontsize=6, va="center")
+        ax.autoscale_view()
+        ax.set_xticks([0, 1])
+        ax.set_xticklabels(["no_fs", "prompt_fs"], fontsize=7)
+        ax.set_xlim(-0.2, 1.25)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(_label(r, 34), fontsize=7)
+    handles = [plt.Line2D([], [], marker="o", ls="", color=c, label=l)
+               for c, l in ((RUN_COLOURS[True], "learned"), (RUN_COLOURS[False], "not learned"),
+                            (RUN_COLOURS[None], "unknown"))]
+    fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=3, frameon=False)
+    fig.suptitle(f"{m}: no_fs vs prompt_fs per seed (seed numbers at right up to 8 seeds)",
+                 fontsize=9)
+    # Fixed spacing: tight_layout on a grid of panels costs seconds on a busy 2-core machine.
+    fig.subplots_adjust(left=0.07, right=0.97, top=0.88, bottom=0.16, wspace=0.35, hspace=0.5)
+    return _png(fig)
+
+
+def pareto_front(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """Mask of configurations no other beats on both counts (higher mean and lower spread, one
+    strictly)."""
+    mean, spread = np.asarray(mean, float), np.asarray(spread, float)
+    better_mean = mean[None, :] >= mean[:, None]
+    better_spread = spread[None, :] <= spread[:, None]
+    strictly = (mean[None, :] > mean[:, None]) | (spread[None, :] < spread[:, None])
+    dominated = (better_mean & better_spread & strictly).any(axis=1)
+    return ~dominated
+
+
+def pareto(report, family: pd.DataFrame) -> bytes:
+    sign = -1.0 if report.options.metric == "loss" else 1.0
+    fam = family[family["n"] >= 2]
+    mean = pd.to_numeric(fam["mean"]).to_numpy(float)
+    spread = pd.to_numeric(fam["std"]).to_numpy(float)
+    front = pareto_front(sign * mean, spread)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ax.scatter(spread[~front], mean[~front], color="#7f7f7f", s=22, label="dominated")
+    order = np.argsort(spread[front])
+    ax.plot(spread[front][order], mean[front][order], "-o", color="#d62728", ms=6, lw=1.2,
+            label="Pareto front")
+    for (_, r), x, y, on in zip(fam.iterrows(), spread, mean, front):
+        if on:
+            name = str(r.get("config", ""))
+            ax.annotate(name if len(name) <= 30 else name[:29] + "…", (x, y), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.0, color="black", lw=0.8, ls="--")
+    ax.set_xlabel("spread across seeds (std of the delta)")
+    ax.set_ylabel(f"mean d_{report.options.metric}")
+    r0 = fam.iloc[0]
+    ax.set_title(f"Search: mean against spread ({r0.get('task', '')}, {r0['stage']}, "
+                 f"{len(fam)} configurations)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def all_plots(report) -> list[tuple[str, bytes]]:
+    """(title, PNG) of every plot that applies to this report."""
+    out = [("Forest plot of paired deltas", forest(report)),
+           ("Baseline vs FS per seed", paired_lines(report))]
+    s = report.summary
+    fam_cols = [c for c in ("stage", "task") if c in s.columns]
+    for key, fam in s.groupby(fam_cols, sort=False):
+        # A search: several configurations of one task and stage with a spread each.
+        if (fam["n"] >= 2).sum() >= 3 and (fam.iloc[0]["stage"] == "selection" or len(fam) >= 4):
+            name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
+            out.append((f"Search {name}: mean delta against spread", pareto(report, fam)))
+    return out

@@ -1,0 +1,209 @@
+"""Run paired no_fs / prompt_fs seeds of one FS configuration and write their records.
+
+Each seed trains the baseline (no_fs) and the FS run (prompt_fs) from the same initial weights on
+the same data order, then appends one ``fsray.paired/1`` record to the results store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from fsray.errors import UsageError
+from fsray.fsconfig import FSConfig
+
+EPILOG = """examples:
+  fsray train                                                  # embedded default, seed 0, default FS
+  fsray train --task kv_retrieval --order query_after --seeds 0,1,2 --fs-layer-start 1 --alpha-init -2
+  fsray train --order query_first --steps 200 --seeds 0-4 --out runs/qf/results.jsonl
+  fsray train --config my_run.yaml --ray-workers 2             # through Ray Train, 2 workers
+  fsray train --task-option n_pairs=4-8 --task-option max_prompt_len=96
+
+config file (YAML): the TrainSpec fields (task, model, budget, data, threads, wkv_backend, ...)
+plus optional `fs:` (FS knobs) and `seeds:` (list); flags given on the command line override it.
+"""
+
+_SPEC_FLAGS = {   # flag dest -> (section, field)
+    "steps": ("budget", "steps"), "batch_size": ("budget", "batch_size"), "lr": ("budget", "lr"),
+    "eval_every": ("budget", "eval_every"), "max_seconds": ("budget", "max_seconds"),
+    "warmup": ("budget", "warmup"), "n_train": ("data", "n_train"), "n_val": ("data", "n_val"),
+    "n_layer": ("model", "n_layer"), "d_model": ("model", "d_model"),
+    "head_size": ("model", "head_size"), "checkpoint": ("model", "checkpoint"),
+    "tokenizer": ("model", "tokenizer"), "threads": (None, "threads"),
+    "wkv_backend": (None, "wkv_backend"),
+}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("what to train")
+    g.add_argument("--config", type=Path, help="YAML file with the spec, fs and seeds")
+    g.add_argument("--task", help="task name (default kv_retrieval)")
+    g.add_argument("--order", help="task ordering option, e.g. query_after / query_first")
+    g.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra task option (repeatable), value parsed as YAML")
+    g.add_argument("--seeds", default=None, help="seeds: 0,1,2 or 0-4 (default 0)")
+    b = p.add_argument_group("model, budget, data")
+    for flag, typ in (("--steps", int), ("--batch-size", int), ("--lr", float), ("--eval-every", int),
+                      ("--max-seconds", float), ("--warmup", int), ("--n-train", int), ("--n-val", int),
+                      ("--n-layer", int), ("--d-model", int), ("--head-size", int), ("--threads", int)):
+        b.add_argument(flag, type=typ, default=None)
+    b.add_argument("--checkpoint", default=None, help="BlinkDL .pth (or embedded:base)")
+    b.add_argument("--tokenizer", choices=["byte", "world"], default=None)
+    b.add_argument("--wkv-backend", default=None)
+    f = p.add_argument_group("Future-Seed knobs (SPEC §4)")
+    for name, field in FSConfig.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            f.add_argument(flag, dest=f"fs__{name}", action=argparse.BooleanOptionalAction, default=None)
+        else:
+            typ = {int: int, float: float}.get(field.annotation, str)
+            f.add_argument(flag, dest=f"fs__{name}", type=typ, default=None)
+    o = p.add_argument_group("output and execution")
+    o.add_argument("--out", type=Path, default=Path("runs/train/results.jsonl"), help="results store (JSONL)")
+    o.add_argument("--ray-workers", type=int, default=0,
+                   help="run through one Ray Train fit with N workers (default: in-process)")
+    o.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise UsageError(f"--seeds must look like 0,1,2 or 0-4, got {text!r}") from None
+    if not seeds:
+        raise UsageError(f"--seeds gave no seed: {text!r}")
+    return seeds
+
+
+def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
+    from fsray.trainer import TrainSpec, embedded_default_spec
+
+    raw: dict = {}
+    if args.config is not None:
+        if not args.config.exists():
+            raise UsageError(f"--config {args.config}: no such file")
+        try:
+            raw = yaml.safe_load(args.config.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UsageError(f"--config {args.config}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        if not isinstance(raw, dict):
+            raise UsageError(f"--config {args.config}: expected a mapping at the top level")
+    fs_raw = dict(raw.pop("fs", None) or {})
+    seeds = raw.pop("seeds", None)
+    spec_dict = embedded_default_spec().model_dump() if not raw else {}
+    spec_dict.update(raw)
+    task = dict(spec_dict.get("task") or {})
+    options = dict(task.get("options") or {})
+    if args.task is not None and args.task != task.get("name"):
+        task["name"], options = args.task, {}
+    if args.order is not None:
+        options["order"] = args.order
+    for item in args.task_option:
+        if "=" not in item:
+            raise UsageError(f"--task-option expects KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        options[key.strip()] = yaml.safe_load(value)
+    task["options"] = options
+    spec_dict["task"] = task
+    for dest, (section, field) in _SPEC_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if section is None:
+            spec_dict[field] = value
+        else:
+            spec_dict.setdefault(section, {})
+            spec_dict[section] = dict(spec_dict[section]) | {field: value}
+    spec = TrainSpec.model_validate(spec_dict)
+    for name in FSConfig.model_fields:
+        value = getattr(args, f"fs__{name}", None)
+        if value is not None:
+            fs_raw[name] = value
+    fs = FSConfig.model_validate(fs_raw)
+    if args.seeds is not None:
+        seeds = parse_seeds(args.seeds)
+    elif seeds is None:
+        seeds = [0]
+    elif not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+        raise UsageError(f"--config: seeds must be a list of integers, got {seeds!r}")
+    return spec, fs, list(seeds)
+
+
+def _progress_printer(quiet: bool):
+    if quiet:
+        return None
+
+    def show(p: dict) -> None:
+        acc = f" acc {p['token_acc']:.3f} exact {p['seq_acc']:.3f}" if p.get("token_acc") is not None else ""
+        print(f"  seed {p['seed']} {p['mode']:9s} step {p['step']:5d}/{p['steps']} loss {p['loss']:.4f}"
+              f"{acc} {p['tokens_per_s']:,.0f} tok/s", flush=True)
+    return show
+
+
+def _summary_line(rec: dict) -> str:
+    b, f = rec.get("baseline") or {}, rec.get("fs") or {}
+    if rec["status"] == "failed":
+        return f"seed {rec['seed']}: FAILED ({rec['failure']})"
+    d = f.get("token_acc", 0) - b.get("token_acc", 0)
+    ds = f.get("seq_acc", 0) - b.get("seq_acc", 0)
+    tag = " (no-op config)" if rec["status"] == "noop" else ""
+    return (f"seed {rec['seed']}: no_fs acc {b['token_acc']:.4f} exact {b['seq_acc']:.3f} | "
+            f"prompt_fs acc {f['token_acc']:.4f} exact {f['seq_acc']:.3f} | d_acc {d:+.4f} d_seq {ds:+.3f}{tag}")
+
+
+def run(args) -> int:
+    from analysis.schema import append_record
+    from fsray.trainer import make_record, run_mode
+
+    spec, fs, seeds = build_inputs(args)
+    noop = fs.noop_reason(spec.model.n_layer) if spec.model.checkpoint is None else None
+    if spec.model.checkpoint is not None:
+        from fsray.trainer import initial_model, task_data
+
+        n_layer = initial_model(spec, seeds[0], task_data(spec).tokenizer.vocab_size).config.n_layer
+        noop = fs.noop_reason(n_layer)
+    fs_jobs = noop is None
+    print(f"fsray train: task {spec.task.name} {spec.task.options or ''}, seeds {seeds}, "
+          f"FS {fs.label()}{' (no-op: ' + noop + ')' if noop else ''}, {spec.budget.steps} steps -> {args.out}",
+          flush=True)
+    failed = 0
+    if args.ray_workers and args.ray_workers > 0:
+        from fsray.ray_train import fit_runs
+
+        jobs = [(s, m) for s in seeds for m in ((None, fs) if fs_jobs else (None,))]
+        results = fit_runs(spec, jobs, num_workers=args.ray_workers,
+                           storage_path=str(Path(args.out).resolve().parent / "ray_train"))
+        by_seed: dict[int, dict] = {}
+        for (seed, mode), res in zip(jobs, results):
+            by_seed.setdefault(seed, {})["fs" if mode is not None else "no_fs"] = res
+        pairs = [(s, by_seed[s]["no_fs"], by_seed[s].get("fs")) for s in seeds]
+    else:
+        progress = _progress_printer(args.quiet)
+        pairs = []
+        for seed in seeds:
+            base = run_mode(spec, seed, None, progress=progress)
+            fs_run = run_mode(spec, seed, fs, progress=progress) if fs_jobs else None
+            pairs.append((seed, base, fs_run))
+    for seed, base, fs_run in pairs:
+        rec = make_record(spec, fs, seed, base, fs_run, stage="train", noop_reason=noop)
+        append_record(args.out, rec)
+        failed += rec["status"] == "failed"
+        print(_summary_line(rec), flush=True)
+    print(f"wrote {len(pairs)} record(s) to {args.out}; report: fsray report {Path(args.out).parent}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from fsray.cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,321 @@
+"""The search driver: Ray Tune + Optuna over FS configurations, seed variance in the objective.
+
+Layout of a run directory::
+
+    <run>/space.json         the validated search (what --resume continues)
+    <run>/results.jsonl      one fsray.paired/1 record per finished paired seed (the cache)
+    <run>/baselines.jsonl    baselines this search trained (the rest came from the shared cache)
+    <run>/optuna.db          the Optuna study (SQLite; any SQLAlchemy URL via `storage:`)
+    <run>/tune/              Tune's experiment state (Tuner.restore on --resume)
+    <run>/summary.json, <run>/importance.json
+
+Flow: start (or join, with RAY_ADDRESS) Ray; start the store actor on this node; train the missing
+selection baselines in one go; run the Tuner, each trial = ``evaluate_config`` over the seeds with
+racing; confirm the best configuration on fresh seeds; summarise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from fsray.errors import UsageError
+from fsray.search.evaluate import StoreClient, ensure_baselines, evaluate_config, make_runner
+from fsray.search.importance import knob_importance, write_importance
+from fsray.search.space import SearchSpace
+from fsray.search.summary import best_row, config_rows, run_counts
+
+# Tune writes its experiment state at most this often; small so a SIGKILL loses little.
+os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+TUNE_DIR = "tune"
+
+
+# ---------------------------------------------------------------------------------------------
+# the trial
+
+
+def _trial(config: dict, space_json: str, store_actor, storage_path: str) -> None:
+    """One Tune trial: one FS configuration evaluated over the selection seeds."""
+    from ray import tune
+
+    space = SearchSpace.model_validate_json(space_json)
+    runner = make_runner(space, storage_path)
+    trial_id = tune.get_context().get_trial_id()
+    evaluate_config(space, runner, StoreClient(store_actor), dict(config),
+                    space.seeds.selection(), stage="selection", trial_id=trial_id,
+                    race=space.racing.enabled, report=tune.report)
+
+
+# ---------------------------------------------------------------------------------------------
+# callbacks (run in the driver)
+
+
+def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, say):
+    from ray.tune import Callback
+
+    class SearchCallback(Callback):
+        """Progress lines, and a failed record for a trial whose process died mid-seed."""
+
+        def __init__(self):
+            self.done = 0
+
+        def __reduce__(self):
+            # Tune pickles its run config with the experiment state; a callback holding a live
+            # store handle is rebuilt by the driver on --resume, so it pickles as nothing.
+            return (Callback, ())
+
+        def _line(self, event: str):
+            records = store.all_records()
+            rows = config_rows(records, space)
+            best = best_row(rows)
+            counts = run_counts(records, store.baselines_trained(), space)
+            best_txt = (f"best {space.objective.kind} {best['objective']:+.4f} ({best['label']})"
+                        if best else "best: none yet")
+            say(f"[tune] {event} | trials done {self.done}/{total} | {best_txt} | "
+                f"runs made {counts['runs_made']} (saved by racing {counts['racing_runs_saved']})")
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            self._line(f"trial {trial.trial_id} complete")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.done += 1
+            running = store.running(trial.trial_id)
+            if running is not None:
+                config, chash, seed, stage = running
+                if store.lookup(chash, seed, stage) is None:
+                    from fsray.fsconfig import FSConfig
+
+                    err = _trial_error(trial)
+                    rec = runner.make_record(FSConfig(**config), seed,
+                                             store.baseline(runner.baseline_key(seed)), None,
+                                             stage, trial.trial_id, failure=err)
+                    store.append(rec)
+            self._line(f"trial {trial.trial_id} FAILED")
+
+    return SearchCallback()
+
+
+def _trial_error(trial) -> str:
+    try:
+        err = trial.get_error()
+    except Exception:  # noqa: BLE001 - the error object is best effort
+        err = None
+    text = str(err).strip().splitlines() if err is not None else []
+    last = [t for t in text if t.strip()][-1] if text else "the trial process died"
+    if "OutOfMemory" in str(err) or "out of memory" in str(err).lower():
+        return f"out of memory: {last}"
+    return f"trial process died: {last}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray, the store, Tune
+
+
+def _sampler(space: SearchSpace):
+    import optuna
+
+    s = space.search
+    if s.sampler == "tpe":
+        # constant_liar keeps concurrent trials from all proposing the same point
+        return optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=s.concurrency > 1,
+                                          multivariate=True, n_startup_trials=min(5, s.trials))
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.sampler_seed)
+    if s.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=s.sampler_seed)
+    if s.sampler == "gp":
+        return optuna.samplers.GPSampler(seed=s.sampler_seed)
+    try:
+        return optuna.samplers.CmaEsSampler(seed=s.sampler_seed)
+    except ImportError as exc:  # pragma: no cover - depends on the optional cmaes package
+        raise UsageError(f"search.sampler cmaes needs the 'cmaes' package: {exc}") from None
+
+
+def _storage(space: SearchSpace, run_dir: Path):
+    import optuna
+
+    url = space.storage or f"sqlite:///{run_dir / 'optuna.db'}"
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as exc:  # noqa: BLE001 - a bad URL is bad input
+        raise UsageError(f"storage: cannot open {url!r}: {exc}") from None
+
+
+def _searcher(space: SearchSpace, run_dir: Path):
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from fsray.search.importance import optuna_distributions
+
+    if space.objective.kind == "multi":
+        metric, mode = ["mean_delta", "spread"], ["max", "min"]
+    else:
+        metric, mode = "objective", "max"
+    searcher = OptunaSearch(space=optuna_distributions(space), metric=metric, mode=mode,
+                            sampler=_sampler(space), study_name=space.name,
+                            storage=_storage(space, run_dir))
+    return ConcurrencyLimiter(searcher, max_concurrent=space.search.concurrency)
+
+
+def _trial_resources(space: SearchSpace) -> dict:
+    if space.trainable == "simulated":
+        return {"cpu": 1}
+    # The trial only drives a Ray Train fit whose workers hold the CPUs/GPUs; a trial holding a
+    # CPU of its own would deadlock a 2-CPU machine (SPEC §8), so it takes a sliver.
+    return {"cpu": 0.01}
+
+
+def _start_ray() -> bool:
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # A cluster when RAY_ADDRESS names one; otherwise always a fresh local instance of our own.
+    address = os.environ.get("RAY_ADDRESS") or "local"
+    ray.init(address=address, include_dashboard=False, log_to_driver=False,
+             logging_level="WARNING", configure_logging=True)
+    return True
+
+
+def _store_actor(run_dir: Path, space: SearchSpace):
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from fsray.search.store import ResultsStore
+
+    # One writer, pinned to this node so the files land in this run directory.
+    node = ray.get_runtime_context().get_node_id()
+    Actor = ray.remote(num_cpus=0, max_concurrency=1)(ResultsStore)
+    return Actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+        str(run_dir), space.baseline_cache, space.objective.model_dump())
+
+
+def _write_space(run_dir: Path, space: SearchSpace) -> None:
+    (run_dir / "space.json").write_text(space.model_dump_json(indent=2) + "\n")
+
+
+def prepare_run_dir(space: SearchSpace, out: str | None, resume: bool) -> Path:
+    run_dir = Path(out or Path(space.results_dir) / space.name).expanduser().resolve()
+    has_run = (run_dir / "results.jsonl").exists() or (run_dir / TUNE_DIR).exists()
+    if has_run and not resume:
+        raise UsageError(f"{run_dir} already holds a search: pass --resume to continue it, or --out DIR")
+    if resume and not run_dir.exists():
+        raise UsageError(f"--resume: {run_dir} does not exist (nothing to resume)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
+               confirm_seeds: int | None = None, say: Callable[[str], None] = print) -> dict:
+    """Run (or resume) a search to its summary; returns the summary dict."""
+    import ray
+    from ray import tune
+
+    run_dir = prepare_run_dir(space, out, resume)
+    if resume and (run_dir / "space.json").exists():
+        saved = SearchSpace.model_validate_json((run_dir / "space.json").read_text())
+        if saved.model_dump(exclude={"search"}) != space.model_dump(exclude={"search"}):
+            raise UsageError(f"--resume: {run_dir} was made by a different search file")
+    _write_space(run_dir, space)
+    started = _start_ray()
+    t0 = time.perf_counter()
+    try:
+        actor = _store_actor(run_dir, space)
+        store = StoreClient(actor)
+        runner = make_runner(space, str(run_dir / "train"))
+        n_layer = runner.n_layer
+        say(f"[tune] {space.name}: {space.search.trials} trials x {len(space.space)} knobs, "
+            f"seeds {space.seeds.selection()}, objective {space.objective.kind}, "
+            f"{space.trainable} trainable, n_layer {n_layer}, run dir {run_dir}")
+        if resume:
+            say(f"[tune] resuming: {len(store.all_records())} paired seeds already recorded")
+
+        # All selection baselines in one go (one Ray Train fit for the real trainable).
+        tb = time.perf_counter()
+        ensure_baselines(runner, store, space.seeds.selection())
+        say(f"[tune] baselines ready ({store.baselines_trained()} trained by this search, "
+            f"{time.perf_counter() - tb:.1f}s)")
+
+        trainable = tune.with_resources(
+            tune.with_parameters(_trial, space_json=space.model_dump_json(), store_actor=actor,
+                                 storage_path=str(run_dir / "train")),
+            _trial_resources(space))
+        callback = _make_callback(store, space, runner, space.search.trials, say)
+        tune_path = run_dir / TUNE_DIR
+        if resume and tune.Tuner.can_restore(str(tune_path)):
+            tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
+                                       resume_errored=False, restart_errored=False)
+            # Callbacks are not part of the saved state; give the restored run ours.
+            tuner._local_tuner.get_run_config().callbacks = [callback]
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=_searcher(space, run_dir),
+                                            num_samples=space.search.trials,
+                                            # keep trial processes (and their imports) alive
+                                            reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback], verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+            )
+        tuner.fit()
+
+        confirm_n = space.seeds.confirm if confirm_seeds is None else confirm_seeds
+        if confirm_n > 0:
+            _confirm(space, runner, store, confirm_n, say)
+        summary = _summarise(space, store, run_dir, time.perf_counter() - t0)
+    finally:
+        if started:
+            ray.shutdown()
+    return summary
+
+
+def _confirm(space: SearchSpace, runner, store: StoreClient, n: int, say) -> None:
+    """Re-run the selected configuration on fresh seeds; its records carry stage 'confirmation'."""
+    from fsray.errors import RunFailed
+
+    best = best_row(config_rows(store.all_records(), space))
+    if best is None:
+        say("[tune] no configuration finished on every seed: nothing to confirm")
+        return
+    seeds = space.seeds.confirmation(n)
+    params = {k: best["config"][k] for k in space.space}
+    say(f"[tune] confirming {best['label']} on fresh seeds {seeds}")
+    ensure_baselines(runner, store, seeds)
+    try:
+        evaluate_config(space, runner, store, params, seeds, stage="confirmation",
+                        trial_id="confirmation", race=False)
+    except RunFailed as exc:
+        say(f"[tune] confirmation failed: {exc}")
+
+
+def _summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: float) -> dict:
+    records = store.all_records()
+    rows = config_rows(records, space)
+    confirmation = config_rows(records, space, stage="confirmation")
+    importance = knob_importance(space, [r for r in rows if r["status"] != "failed"])
+    write_importance(run_dir / "importance.json", importance)
+    summary = {
+        "name": space.name,
+        "run_dir": str(run_dir),
+        "objective": space.objective.kind,
+        "metric": space.objective.metric,
+        "seeds": space.seeds.selection(),
+        "seconds": seconds,
+        "counts": run_counts(records, store.baselines_trained(), space),
+        "selection": rows,
+        "confirmation": confirmation,
+        "best": best_row(rows),
+        "failures": [{"label": r["label"], "config_hash": r["config_hash"], "failure": r["failure"]}
+                     for r in rows if r["status"] == "failed"],
+        "importance": importance,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return summary

@@ -1,0 +1,138 @@
+"""From a configuration's paired records to its statistics, objective and racing decision.
+
+All statistics come from ``analysis.stats`` (the same numbers ``fsray report`` prints); this module
+only decides which of them the search optimises.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fsray.search.space import ObjectiveSection, RacingSection
+
+
+def paired_delta(rec: dict, metric_key: str) -> float | None:
+    """fs - baseline of one record; 0 for a provable no-op; None for a failed one."""
+    if rec["status"] == "noop":
+        return 0.0
+    if rec["status"] != "ok":
+        return None
+    return float(rec["fs"][metric_key]) - float(rec["baseline"][metric_key])
+
+
+def _learned(run: dict | None, rec: dict, metric_key: str, margin: float) -> bool | None:
+    if run is None:
+        return None
+    if run.get("learned") is not None:
+        return bool(run["learned"])
+    chance = (rec.get("chance") or {}).get(metric_key)
+    if chance is None:
+        return None
+    return bool(run[metric_key] > chance + margin)
+
+
+def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
+    """n, mean, std, interval, signs and the objective value(s) of one configuration's records."""
+    from analysis.stats import mean_interval
+
+    key = objective.delta_key
+    deltas = [d for d in (paired_delta(r, key) for r in records) if d is not None]
+    d = np.asarray(deltas, dtype=float)
+    n = int(d.size)
+    out = {
+        "n": n,
+        "mean": float(d.mean()) if n else None,
+        "std": float(d.std(ddof=1)) if n >= 2 else None,
+        "lo": None, "hi": None,
+        "signs": [int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())],
+        "objective": None,
+        "deltas": deltas,
+    }
+    if n < 2:
+        return out
+    lo, hi = mean_interval(d, level=objective.level, method=objective.interval)
+    out["lo"], out["hi"] = lo, hi
+    if objective.kind == "lower_bound":
+        out["objective"] = lo
+    elif objective.kind == "mean_minus_k_std":
+        out["objective"] = out["mean"] - objective.k * out["std"]
+    elif objective.kind == "multi":
+        out["objective"] = out["mean"]  # the front is (mean, spread); "mean" ranks the table
+    elif objective.kind == "breakthrough_lower_bound":
+        out["objective"] = _breakthrough_lower_bound(records, objective)
+    return out
+
+
+def _breakthrough_lower_bound(records: list[dict], objective: ObjectiveSection) -> float | None:
+    """Lower bound of the change in breakthrough rate (share of seeds that learn), issue 7."""
+    from analysis import bimodal
+
+    key = objective.delta_key
+    both = only_fs = only_base = neither = 0
+    for rec in records:
+        if rec["status"] == "noop":
+            neither += 1  # no change by construction; counts as a concordant pair
+            continue
+        if rec["status"] != "ok":
+            continue
+        b = _learned(rec["baseline"], rec, key, objective.learned_margin)
+        f = _learned(rec["fs"], rec, key, objective.learned_margin)
+        if b is None or f is None:
+            return None
+        both += b and f
+        only_fs += f and not b
+        only_base += b and not f
+        neither += not b and not f
+    lo, _ = bimodal.rate_change_interval(both, only_fs, only_base, neither, level=objective.level)
+    return float(lo)
+
+
+def tune_metrics(stats: dict, objective: ObjectiveSection) -> dict | None:
+    """What a trial reports to Tune; None until there are 2 deltas (no interval before)."""
+    if stats["n"] < 2 or stats["objective"] is None or not math.isfinite(stats["objective"]):
+        return None
+    return {
+        "objective": stats["objective"],
+        "mean_delta": stats["mean"],
+        "spread": stats["std"],
+        "lower": stats["lo"],
+        "upper": stats["hi"],
+        "n_seeds": stats["n"],
+    }
+
+
+def incumbent_bound(groups: dict[str, list[dict]], n_full: int, objective: ObjectiveSection) -> float | None:
+    """Best lower bound of the mean delta among configurations evaluated on every seed."""
+    from analysis.stats import mean_interval
+
+    key = objective.delta_key
+    best = None
+    for records in groups.values():
+        if any(r["status"] == "failed" for r in records):
+            continue
+        d = [paired_delta(r, key) for r in records]
+        if len(d) < n_full or len(d) < 2:
+            continue
+        lo, _ = mean_interval(np.asarray(d), level=objective.level, method=objective.interval)
+        best = lo if best is None else max(best, lo)
+    return best
+
+
+def race_decision(deltas: list[float], n_planned: int, incumbent: float | None,
+                  racing: RacingSection, method: str = "t") -> str | None:
+    """Why to stop a configuration now, or None to go on.
+
+    Stop when even the optimistic end of the candidate's interval for the mean delta (two-sided
+    ``racing.level``) lies below the incumbent's lower bound: more seeds would only confirm it loses.
+    """
+    from analysis.stats import mean_interval
+
+    n = len(deltas)
+    if not racing.enabled or incumbent is None or n < racing.min_seeds or n >= n_planned:
+        return None
+    _, hi = mean_interval(np.asarray(deltas), level=racing.level, method=method)
+    if hi < incumbent:
+        return f"raced out after {n}/{n_planned} seeds: upper bound {hi:+.4f} < incumbent {incumbent:+.4f}"
+    return None

@@ -1,0 +1,114 @@
+"""A simulated trainable: a known FS effect surface plus seed noise, no training.
+
+The no_fs metric of seed s is ``baseline_mean + baseline_sd * z_s`` (shared by every configuration,
+as a real paired baseline is); the FS run adds the configuration's true effect plus paired noise
+``noise_sd * scale(config) * e_{config, s}``. Both noises are drawn from generators keyed by a hash
+of (config, seed), so any (config, seed) pair gives the same numbers in any process, in any order:
+what makes resume and caching testable. ``true_effect`` is the ground truth the benches check
+the search against.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+
+import numpy as np
+
+from fsray.fsconfig import FSConfig, config_hash
+from fsray.search.space import SimulatedSection
+
+
+class SimulatedOOM(MemoryError):
+    """What a simulated out-of-memory failure raises (stands in for torch.OutOfMemoryError)."""
+
+
+def _rng(*parts) -> np.random.Generator:
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def _knob_term(effect, value) -> float:
+    if effect.values is not None:
+        return float(effect.values.get(str(value).lower() if isinstance(value, bool) else str(value), 0.0))
+    x = float(value)
+    if effect.log:
+        x = math.log10(max(x, 1e-12))
+    return effect.height * math.exp(-0.5 * ((x - effect.peak) / effect.width) ** 2)
+
+
+def true_effect(sim: SimulatedSection, cfg: FSConfig) -> float:
+    """Expected paired delta of ``cfg``: the sum of its knobs' terms; exactly 0 for a no-op."""
+    if cfg.is_noop(sim.n_layer):
+        return 0.0
+    values = cfg.model_dump()
+    return float(sum(_knob_term(effect, values[knob]) for knob, effect in sim.effects.items()))
+
+
+def noise_sd(sim: SimulatedSection, cfg: FSConfig) -> float:
+    values = cfg.model_dump()
+    scale = 1.0
+    for knob, table in sim.noise_scale.items():
+        v = values[knob]
+        scale *= float(table.get(str(v).lower() if isinstance(v, bool) else str(v), 1.0))
+    return sim.noise_sd * scale
+
+
+def _run(mode: str, acc: float, seconds: float) -> dict:
+    acc = float(min(1.0, max(0.0, acc)))
+    seq = acc * acc  # exact match is rarer than token accuracy, and moves with it
+    loss = float(-math.log(max(acc, 1e-3)))
+    return {
+        "mode": mode, "status": "ok", "failure": None,
+        "token_acc": acc, "loss": loss, "seq_acc": seq,
+        "best_step": 1, "steps": 1, "tokens": 0, "seconds": seconds,
+        "curve": [[1, acc, loss, seq]], "learned": None, "cached": False,
+    }
+
+
+def _log(sim: SimulatedSection, what: str) -> None:
+    if sim.run_log:
+        with open(sim.run_log, "a") as fh:
+            fh.write(what + "\n")
+
+
+def baseline_run(sim: SimulatedSection, seed: int) -> dict:
+    """The simulated no_fs run of ``seed``."""
+    _log(sim, f"no_fs {seed}")
+    if sim.seconds_per_run:
+        time.sleep(sim.seconds_per_run)
+    z = _rng("baseline", seed).standard_normal()
+    return _run("no_fs", sim.baseline_mean + sim.baseline_sd * z, sim.seconds_per_run)
+
+
+def fs_run(sim: SimulatedSection, cfg: FSConfig, seed: int, baseline: dict) -> dict:
+    """The simulated prompt_fs run of ``cfg`` on ``seed``, paired with ``baseline``.
+
+    Failure rules of the YAML apply here: ``raise`` raises RuntimeError, ``oom`` raises
+    SimulatedOOM, ``nan`` returns a run whose metrics are NaN (the caller must detect it).
+    """
+    _log(sim, f"prompt_fs {config_hash(cfg)} {seed}")
+    if sim.seconds_per_run:
+        time.sleep(sim.seconds_per_run)
+    values = cfg.model_dump()
+    for rule in sim.failures:
+        if all(values.get(k) == v for k, v in rule.when.items()) and rule.at_seed in (None, seed):
+            if rule.kind == "raise":
+                raise RuntimeError(f"simulated crash of {cfg.label()} on seed {seed}")
+            if rule.kind == "oom":
+                raise SimulatedOOM(f"simulated out of memory of {cfg.label()} on seed {seed}")
+            run = _run("prompt_fs", 0.0, sim.seconds_per_run)
+            run.update(token_acc=float("nan"), loss=float("nan"), seq_acc=float("nan"))
+            return run
+    if cfg.is_noop(sim.n_layer):
+        return {**baseline, "mode": "prompt_fs", "cached": False}
+    e = _rng("pair", config_hash(cfg), seed).standard_normal()
+    delta = true_effect(sim, cfg) + noise_sd(sim, cfg) * e
+    return _run("prompt_fs", baseline["token_acc"] + delta, sim.seconds_per_run)
+
+
+def baseline_key(sim: SimulatedSection, seed: int) -> str:
+    """Content hash of what determines a simulated baseline (the cache key)."""
+    blob = f"sim/{sim.baseline_mean}/{sim.baseline_sd}/{seed}"
+    return "sim-" + hashlib.sha256(blob.encode()).hexdigest()[:16]

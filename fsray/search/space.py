@@ -1,0 +1,330 @@
+"""The search YAML: one validated description of an FS hyperparameter search.
+
+A search file names the task, model and budget of every paired seed run (handed to the trainer as a
+``TrainSpec``), the FS knobs to search (distributions) or to fix, the seeds, the objective, the
+sampler, racing, concurrency, resources and where results go. ``load_space(path)`` validates it with
+pydantic (``extra="forbid"`` everywhere) and raises ``UsageError`` with one line naming the bad field.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fsray.errors import UsageError
+from fsray.fsconfig import FSConfig
+
+FS_KNOBS = tuple(FSConfig.model_fields)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- FS knob distributions -------------------------------------------------------------------
+
+
+class Categorical(_Strict):
+    type: Literal["categorical"]
+    choices: list[Any] = Field(min_length=1)
+
+
+class IntRange(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = 1
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.step < 1:
+            raise ValueError("step must be >= 1")
+        return self
+
+
+class FloatRange(_Strict):
+    type: Literal["float", "log_float"]
+    low: float
+    high: float
+    step: float | None = None
+
+    @model_validator(mode="after")
+    def _order(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError("low and high must be finite")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        if self.type == "log_float":
+            if self.low <= 0:
+                raise ValueError(f"log_float needs low > 0, got {self.low}")
+            if self.step is not None:
+                raise ValueError("log_float takes no step")
+        return self
+
+
+Distribution = Annotated[Union[Categorical, IntRange, FloatRange], Field(discriminator="type")]
+
+
+# --- sections ----------------------------------------------------------------------------------
+
+
+class TaskSection(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class SeedsSection(_Strict):
+    """Selection seeds (a count starting at ``start`` or an explicit list) and confirmation seeds."""
+
+    count: int | None = Field(default=None, ge=2)
+    start: int = Field(default=0, ge=0)
+    ids: list[int] | None = None
+    confirm: int = Field(default=0, ge=0)  # fresh seeds for the best config (--confirm-seeds)
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.count is None) == (self.ids is None):
+            raise ValueError("give exactly one of seeds.count or seeds.ids")
+        if self.ids is not None:
+            if len(self.ids) < 2:
+                raise ValueError("seeds.ids needs at least 2 seeds (an interval needs 2)")
+            if len(set(self.ids)) != len(self.ids) or min(self.ids) < 0:
+                raise ValueError("seeds.ids must be distinct non-negative integers")
+        return self
+
+    def selection(self) -> list[int]:
+        if self.ids is not None:
+            return list(self.ids)
+        return list(range(self.start, self.start + self.count))
+
+    def confirmation(self, n: int | None = None) -> list[int]:
+        """``n`` fresh seeds never used for selection (above the largest selection seed)."""
+        n = self.confirm if n is None else n
+        first = max(self.selection()) + 1
+        return list(range(first, first + n))
+
+
+class ObjectiveSection(_Strict):
+    """What a trial maximises, from the paired deltas of its seeds (analysis statistics)."""
+
+    kind: Literal["lower_bound", "mean_minus_k_std", "multi", "breakthrough_lower_bound"] = (
+        "lower_bound"
+    )
+    metric: Literal["acc", "seq"] = "acc"
+    level: float = Field(default=0.95, gt=0.5, lt=1.0)
+    interval: str = "t"  # analysis.stats.mean_interval method
+    k: float = Field(default=1.0, ge=0.0)  # mean_minus_k_std
+    learned_margin: float = Field(default=0.1, ge=0.0)  # breakthrough: above chance by this
+
+    @property
+    def delta_key(self) -> str:
+        return {"acc": "token_acc", "seq": "seq_acc"}[self.metric]
+
+
+class RacingSection(_Strict):
+    """Seeds run one at a time; stop a config once its interval cannot beat the incumbent."""
+
+    enabled: bool = True
+    min_seeds: int = Field(default=2, ge=2)
+    level: float = Field(default=0.9, gt=0.5, lt=1.0)  # two-sided level of the candidate interval
+
+
+class ResourcesSection(_Strict):
+    """Resources of one seed run (real trainable): Ray Train workers and what each holds."""
+
+    workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+
+
+class KnobEffect(_Strict):
+    """Simulated effect of one knob on the mean delta: a Gaussian bump over numbers
+    (``height * exp(-((x - peak) / width)^2 / 2)``) or a value table for categories."""
+
+    peak: float | None = None
+    width: float | None = Field(default=None, gt=0)
+    height: float | None = None
+    log: bool = False  # bump over log10(x) (for learning rates)
+    values: dict[str, float] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self):
+        bump = (self.peak, self.width, self.height)
+        if self.values is None and None in bump:
+            raise ValueError("give peak, width and height, or values")
+        if self.values is not None and any(v is not None for v in bump):
+            raise ValueError("give either peak/width/height or values, not both")
+        return self
+
+
+class FailureRule(_Strict):
+    """Simulated failure: an FS run whose config matches ``when`` fails (on ``at_seed`` only, or
+    on every seed when it is not given)."""
+
+    when: dict[str, Any]
+    kind: Literal["raise", "nan", "oom"] = "raise"
+    at_seed: int | None = None
+
+
+class SimulatedSection(_Strict):
+    """Known FS effect surface + seed noise: the search machinery tested in seconds."""
+
+    n_layer: int = Field(default=12, ge=1)
+    baseline_mean: float = Field(default=0.4, ge=0, le=1)
+    baseline_sd: float = Field(default=0.05, ge=0)  # seed-to-seed spread of the no_fs metric
+    noise_sd: float = Field(default=0.02, ge=0)  # seed noise of the paired delta
+    effects: dict[str, KnobEffect] = Field(default_factory=dict)
+    noise_scale: dict[str, dict[str, float]] = Field(default_factory=dict)  # knob -> value -> x sd
+    seconds_per_run: float = Field(default=0.0, ge=0)
+    failures: list[FailureRule] = Field(default_factory=list)
+    run_log: str | None = None  # audit file: one line per simulated training run (tests count them)
+
+    @model_validator(mode="after")
+    def _knobs(self):
+        for where, keys in (("effects", self.effects), ("noise_scale", self.noise_scale)):
+            for knob in keys:
+                if knob not in FS_KNOBS:
+                    raise ValueError(f"simulated.{where}: {knob!r} is not an FS knob")
+        for rule in self.failures:
+            for knob in rule.when:
+                if knob not in FS_KNOBS:
+                    raise ValueError(f"simulated.failures.when: {knob!r} is not an FS knob")
+        return self
+
+
+class SearchSection(_Strict):
+    sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
+    sampler_seed: int | None = 0
+    trials: int = Field(default=12, ge=1)
+    concurrency: int = Field(default=1, ge=1)
+
+
+class SearchSpace(_Strict):
+    """A whole search file."""
+
+    name: str
+    description: str = ""
+    trainable: Literal["real", "simulated"] = "real"
+    task: TaskSection
+    model: dict[str, Any] = Field(default_factory=dict)  # trainer's model section (tiny or .pth)
+    budget: dict[str, Any] = Field(default_factory=dict)  # trainer's budget section
+    data: dict[str, Any] = Field(default_factory=dict)  # trainer's data sizes
+    n_layer: int | None = Field(default=None, ge=1)  # depth for no-op detection (real: from model)
+    seeds: SeedsSection
+    space: dict[str, Distribution] = Field(min_length=1)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
+    racing: RacingSection = Field(default_factory=RacingSection)
+    search: SearchSection = Field(default_factory=SearchSection)
+    resources: ResourcesSection = Field(default_factory=ResourcesSection)
+    simulated: SimulatedSection | None = None
+    results_dir: str = "runs"
+    baseline_cache: str = "~/.cache/fsray/baselines"
+    storage: str | None = None  # SQLAlchemy URL of the Optuna study; default SQLite in the run dir
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seeds_shorthand(cls, v):
+        # `seeds: 5` and `seeds: [0, 1, 2]` are shorthands for {count: 5} and {ids: [...]}.
+        if isinstance(v, int) and not isinstance(v, bool):
+            return {"count": v}
+        if isinstance(v, list):
+            return {"ids": v}
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _space_knobs(cls, space: dict) -> dict:
+        for knob, dist in space.items():
+            if knob not in FS_KNOBS:
+                raise ValueError(f"{knob!r} is not an FS knob (known: {', '.join(FS_KNOBS)})")
+            _check_knob_values(knob, dist)
+        return space
+
+    @field_validator("fixed")
+    @classmethod
+    def _fixed_knobs(cls, fixed: dict) -> dict:
+        for knob in fixed:
+            if knob not in FS_KNOBS:
+                raise ValueError(f"{knob!r} is not an FS knob (known: {', '.join(FS_KNOBS)})")
+        try:
+            FSConfig(**fixed)
+        except ValidationError as exc:
+            raise ValueError(_first_error(exc)) from None
+        return fixed
+
+    @model_validator(mode="after")
+    def _whole(self):
+        both = set(self.space) & set(self.fixed)
+        if both:
+            raise ValueError(f"knob(s) {sorted(both)} are both searched and fixed")
+        if self.trainable == "simulated" and self.simulated is None:
+            raise ValueError("trainable is 'simulated' but the 'simulated' section is missing")
+        if self.objective.kind == "multi" and self.search.sampler not in ("tpe", "random"):
+            raise ValueError("objective.kind 'multi' needs search.sampler tpe or random")
+        return self
+
+    # --- derived ---------------------------------------------------------------------------
+
+    def depth(self) -> int | None:
+        """Number of layers, for recognising no-op configs without training."""
+        if self.simulated is not None and self.trainable == "simulated":
+            return self.simulated.n_layer
+        if self.n_layer is not None:
+            return self.n_layer
+        n = self.model.get("n_layer")
+        return int(n) if isinstance(n, int) else None
+
+    def fs_config(self, params: dict) -> FSConfig:
+        """The full FS configuration of a trial: fixed values + sampled knobs."""
+        return FSConfig(**{**self.fixed, **params})
+
+
+def _first_error(exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    loc = ".".join(str(p) for p in e.get("loc", ()))
+    msg = e.get("msg", "").removeprefix("Value error, ")
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _check_knob_values(knob: str, dist) -> None:
+    """Every value a distribution can produce must be legal for the knob: check the ends."""
+    if isinstance(dist, Categorical):
+        samples = dist.choices
+    else:
+        samples = [dist.low, dist.high]
+    for value in samples:
+        try:
+            FSConfig(**{knob: value})
+        except ValidationError as exc:
+            raise ValueError(f"{knob}: value {value!r} is not allowed ({_first_error(exc)})") from None
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search YAML; any problem is one ``UsageError`` line naming the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such search file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise UsageError(f"{path}:{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return parse_space(raw, where=str(path))
+
+
+def parse_space(raw: dict, where: str = "search") -> SearchSpace:
+    try:
+        return SearchSpace.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(f"{where}: {_first_error(exc)}") from None

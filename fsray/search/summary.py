@@ -1,0 +1,72 @@
+"""The table of a search from its results store: one row per configuration and stage.
+
+Computed from ``results.jsonl`` alone, so an interrupted-then-resumed search and an uninterrupted
+one give the same table for the same (config, seed) records.
+"""
+
+from __future__ import annotations
+
+from fsray.search.objective import config_stats
+from fsray.search.space import SearchSpace
+
+
+def config_rows(records: list[dict], space: SearchSpace, stage: str = "selection") -> list[dict]:
+    """Rows sorted best first by the objective (configs without one last)."""
+    n_full = len(space.seeds.selection()) if stage == "selection" else None
+    groups: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec.get("stage", "selection") == stage:
+            groups.setdefault(rec["config_hash"], []).append(rec)
+    rows = []
+    for chash, recs in groups.items():
+        recs = sorted(recs, key=lambda r: r["seed"])
+        stats = config_stats(recs, space.objective)
+        failed = [r for r in recs if r["status"] == "failed"]
+        if failed:
+            status = "failed"
+        elif all(r["status"] == "noop" for r in recs):
+            status = "noop"
+        elif n_full is not None and stats["n"] < n_full:
+            status = "raced"
+        else:
+            status = "complete"
+        rows.append({
+            "config_hash": chash,
+            "label": recs[0].get("config_label") or chash,
+            "config": recs[0].get("config", {}),
+            "status": status,
+            "failure": failed[0]["failure"] if failed else None,
+            "seeds": [r["seed"] for r in recs],
+            **{k: stats[k] for k in ("n", "mean", "std", "lo", "hi", "signs", "objective", "deltas")},
+        })
+    rows.sort(key=lambda r: (r["objective"] is None, -(r["objective"] or 0.0)))
+    return rows
+
+
+def best_row(rows: list[dict]) -> dict | None:
+    """The incumbent: the best objective among configurations evaluated on every seed."""
+    done = [r for r in rows if r["status"] in ("complete", "noop") and r["objective"] is not None]
+    return done[0] if done else None
+
+
+def run_counts(records: list[dict], baselines_trained: int, space: SearchSpace) -> dict:
+    """Training runs this search made vs the researchers' protocol at the same trial count
+    (a fresh baseline per candidate, every seed for every candidate)."""
+    sel = [r for r in records if r.get("stage", "selection") == "selection"]
+    conf = [r for r in records if r.get("stage") == "confirmation"]
+    fs_runs = sum(1 for r in records if r["status"] != "noop")
+    noop = sum(1 for r in records if r["status"] == "noop")
+    n_configs = len({r["config_hash"] for r in sel})
+    n_seeds = len(space.seeds.selection())
+    n_conf_cfgs = len({r["config_hash"] for r in conf})
+    n_conf_seeds = len({r["seed"] for r in conf})
+    fresh = 2 * (n_configs * n_seeds + n_conf_cfgs * n_conf_seeds)
+    rows = config_rows(records, space)
+    saved = sum(n_seeds - r["n"] for r in rows if r["status"] == "raced")
+    made = fs_runs + baselines_trained
+    return {
+        "runs_made": made, "fs_runs": fs_runs, "baselines_trained": baselines_trained,
+        "noop_seeds_skipped": noop, "racing_runs_saved": saved, "configs": n_configs,
+        "fresh_baseline_protocol_runs": fresh,
+        "ratio": (made / fresh) if fresh else None,
+    }

@@ -1,0 +1,44 @@
+"""Shared test fixtures.
+
+Ray takes 5-10 s to start on this machine, so the whole session shares one local instance
+(`ray_local`), started on first use and shut down at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+UPSTREAM = REPO.parent / "shared" / "fixtures" / "upstream_results"
+
+# Keep torch and BLAS to one thread per process in tests: deterministic and fair to 2-core CI.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+# Tests never reach a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# Quieter, faster local Ray.
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray instance (2 CPUs) for the whole test session."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def upstream_dir() -> Path:
+    """The researchers' real result files (../shared beside the repo); skipped where absent."""
+    if not UPSTREAM.is_dir():
+        pytest.skip(f"{UPSTREAM} not found: the researchers' fixtures live in ../shared (CI has it)")
+    return UPSTREAM

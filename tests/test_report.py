@@ -1,0 +1,374 @@
+"""analysis.report / plots / cli: the numbers shown are the statistics modules' numbers, every format
+carries them without NaN, the HTML is self-contained, and `fsray report` exits 0 / 1 / 2 as it should."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+import struct
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import bimodal, multiplicity, stats
+from analysis.loaders import load
+from analysis.report import ReportOptions, build, render
+from test_loaders import fsray_record, write_store
+
+N_CONFIGS, N_SEEDS = 4, 6
+
+
+def search_records(seed: int = 1) -> list[dict]:
+    """A small search: 4 configurations x 6 seeds with all-or-nothing runs (chance 0.21), then a
+    confirmation of one of them on fresh seeds."""
+    rng = np.random.default_rng(seed)
+    recs = []
+    for c in range(N_CONFIGS):
+        for s in range(N_SEEDS):
+            bl, fl = rng.random() < 0.5, rng.random() < 0.4 + 0.15 * c
+            b = 0.95 + rng.normal(0, 0.01) if bl else 0.21 + rng.normal(0, 0.01)
+            f = 0.95 + rng.normal(0, 0.01) if fl else 0.21 + rng.normal(0, 0.01)
+            recs.append(fsray_record(s, b, f, config_hash=f"{c:012d}", label=f"alpha=-{c}",
+                                     chance=0.21, margin=0.1, base_learned=bool(bl),
+                                     fs_learned=bool(fl), loss=(1.0 + 0.1 * s, 1.0 - 0.05 * c)))
+    for s in range(3):
+        recs.append(fsray_record(100 + s, 0.5, 0.5 + 0.01 * (s + 1), config_hash=f"{3:012d}",
+                                 label="alpha=-3", stage="confirmation"))
+    return recs
+
+
+@pytest.fixture(scope="module")
+def search_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("search") / "run"
+    write_store(d / "results.jsonl", search_records())
+    (d / "importance.json").write_text(json.dumps(
+        {"mean_delta": {"alpha_init": 0.61, "fs_layer_start": 0.2}, "spread": {"alpha_init": 0.3}}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def report(search_dir):
+    return build(load(search_dir), ReportOptions(n_resamples=2000))
+
+
+def run_cli(monkeypatch, capsys, *argv):
+    """`fsray report ...` through fsray.cli.main, with only the report subcommand registered (the
+    other subcommands import torch/Ray; `fsray report` must not need them)."""
+    import fsray.cli as cli
+
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"report": cli.SUBCOMMANDS["report"]})
+    code = cli.main(["report", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# -------------------------------------------------------------------------------------------------
+# the numbers
+
+
+def test_summary_is_the_statistics_modules_output(report):
+    data = report.data
+    keys = ["stage", "task", "config_hash"]
+    direct = stats.summarize(data, "d_acc", keys, n_resamples=2000)
+    merged = report.summary.merge(direct, on=keys, suffixes=("", "_direct"))
+    assert len(merged) == len(report.summary) == N_CONFIGS + 1
+    for col in ("n", "mean", "std", "n_pos", "n_neg", "sign_p", "wilcoxon_p", "ci_lo", "ci_hi",
+                "p_improve", "seeds_needed"):
+        a = pd.to_numeric(merged[col]).to_numpy(float)
+        b = pd.to_numeric(merged[f"{col}_direct"]).to_numpy(float)
+        np.testing.assert_allclose(a, b, equal_nan=True, err_msg=col)
+    # breakthrough split = bimodal.summarize_breakthrough on the recorded learned flags
+    sel = report.summary[report.summary["stage"] == "selection"].set_index("config_hash")
+    d = data[data["stage"] == "selection"]
+    bt = bimodal.summarize_breakthrough(
+        d.assign(bl=d["base_learned"].astype(bool), fl=d["fs_learned"].astype(bool),
+                 ch=d["chance_acc"], mg=d["learned_margin"]),
+        "config_hash", "base_acc", "fs_acc", chance="ch", margin="mg", base_learned_col="bl",
+        fs_learned_col="fl", n_resamples=2000).set_index("config_hash")
+    for col in ("both", "only_fs", "only_base", "neither", "mcnemar_p", "rate_lo", "rate_hi",
+                "quality_mean", "bimodal"):
+        a = pd.to_numeric(sel.loc[bt.index, f"bt_{col}"]).to_numpy(float)
+        np.testing.assert_allclose(a, pd.to_numeric(bt[col]).to_numpy(float), equal_nan=True,
+                                   err_msg=col)
+
+
+def test_adjusted_p_values_within_stage_and_task(report):
+    sel = report.summary[report.summary["stage"] == "selection"]
+    for col in ("sign_p", "wilcoxon_p"):
+        np.testing.assert_allclose(pd.to_numeric(sel[f"{col}_holm"]),
+                                   multiplicity.holm(sel[col].to_numpy(object)))
+        np.testing.assert_allclose(pd.to_numeric(sel[f"{col}_bh"]),
+                                   multiplicity.benjamini_hochberg(sel[col].to_numpy(object)))
+    conf = report.summary[report.summary["stage"] == "confirmation"]
+    assert conf["sign_p_holm"].tolist() == conf["sign_p"].tolist()  # a family of one
+
+
+def test_sorted_by_lower_bound_and_stages_apart(report):
+    s = report.summary
+    assert s["stage"].tolist() == ["selection"] * N_CONFIGS + ["confirmation"]
+    lo = pd.to_numeric(s["ci_lo"][s["stage"] == "selection"]).to_numpy()
+    assert (np.diff(lo) <= 0).all()
+
+
+def test_winners_curse_flags_the_top_selected_on_same_seeds(report):
+    s = report.summary
+    sel = s[s["stage"] == "selection"]
+    top = pd.to_numeric(sel["mean"]).idxmax()
+    assert s["winners_curse"].tolist() == [i == top for i in s.index]  # not the confirmation
+    fam = [f for f in report.families if f["stage"] == "selection"][0]
+    assert fam["flag"] and fam["n_compared"] == N_CONFIGS and fam["top"] == s.loc[top, "config"]
+    text = render(report, "table")
+    assert f"is the top of {N_CONFIGS} configurations" in text and "confirm on fresh seeds" in text
+
+
+def test_confirmation_on_reused_seeds_is_called_out(tmp_path):
+    recs = [fsray_record(s, 0.5, 0.6, stage=st) for st in ("selection", "confirmation")
+            for s in range(3)]
+    rep = build(load(write_store(tmp_path / "r.jsonl", recs)), ReportOptions())
+    assert any("confirmation reuses selection seed(s) [0, 1, 2]" in w for w in rep.warnings)
+
+
+def test_bimodal_note_says_which_numbers_to_read(report):
+    flagged = report.summary[report.summary["bt_bimodal"] == True]  # noqa: E712
+    assert len(flagged) >= 1
+    text = render(report, "table")
+    for _, r in flagged.iterrows():
+        assert f"{r['task']} / {r['config']} [selection]: {bimodal.BIMODAL_ADVICE}" in text
+    assert "bimodal" in text and "given both learned" in text
+
+
+def test_breakthrough_follows_the_recorded_learned_metric(tmp_path):
+    # token accuracy barely moves; exact match is all or nothing, and the trainer judged on it
+    outcomes = [(0.0, 1.0), (0.0, 1.0), (1.0, 1.0), (0.0, 0.0), (0.0, 0.0), (1.0, 1.0)]
+    recs = [fsray_record(s, 0.50, 0.51, seq=(b, f), chance=0.2, margin=0.1, base_learned=b > 0.5,
+                         fs_learned=f > 0.5, learned_metric="seq_acc")
+            for s, (b, f) in enumerate(outcomes)]
+    rep = build(load(write_store(tmp_path / "r.jsonl", recs)), ReportOptions(n_resamples=500))
+    r = rep.summary.iloc[0]
+    assert (r["bt_both"], r["bt_only_fs"], r["bt_only_base"], r["bt_neither"]) == (2, 2, 0, 2)
+    assert r["bt_bimodal"] is True or r["bt_bimodal"] == True  # noqa: E712 (seq runs: 0 vs 1)
+    # the split and its quality delta are on the metric that decided "learned"
+    assert r["bt_metric"] == "seq" and r["bt_quality_mean"] == 0.0
+    assert "d_seq +0.0000" in render(rep, "table")
+
+
+def test_learned_above_on_a_plain_table(tmp_path):
+    p = tmp_path / "t.csv"
+    rows = ["config,task,seed,no_fs,prompt_fs"]
+    rows += [f"a,kv,{s},{b},{f}" for s, (b, f) in enumerate(
+        [(0.2, 0.9), (0.2, 0.9), (0.9, 0.9), (0.2, 0.2), (0.9, 0.2)])]
+    p.write_text("\n".join(rows) + "\n")
+    plain = build(load(p), ReportOptions())
+    assert plain.summary["bt_both"].tolist() == [None]  # no flags, no chance: no split
+    rep = build(load(p), ReportOptions(learned_above=0.5))
+    r = rep.summary.iloc[0]
+    assert (r["bt_both"], r["bt_only_fs"], r["bt_only_base"], r["bt_neither"]) == (1, 2, 1, 1)
+    seeds = rep.data.sort_values("seed")
+    assert seeds["fs_learned_eff"].tolist() == [True, True, True, False, False]
+
+
+def test_loss_metric_lower_is_better(report, search_dir):
+    rep = build(load(search_dir), ReportOptions(metric="loss", n_resamples=2000))
+    sel = rep.summary[rep.summary["stage"] == "selection"]
+    hi = pd.to_numeric(sel["ci_hi"]).to_numpy()
+    assert (np.diff(hi) >= 0).all()  # best (most negative upper bound) first
+    r = sel.iloc[0]
+    assert r["p_improve"] == pytest.approx((r["n_neg"] + 0.5 * r["n_zero"]) / r["n"])
+    assert "(lower is better)" in render(rep, "table")
+    best = pd.to_numeric(sel["mean"]).idxmin()  # the largest loss reduction is the "winner"
+    assert rep.summary["winners_curse"].tolist() == [i == best for i in rep.summary.index]
+
+
+def test_n_below_two_and_all_zero_are_named(tmp_path):
+    recs = [fsray_record(0, 0.5, 0.6, config_hash="a" * 12, label="single")]
+    recs += [fsray_record(s, 0.5, 0.5, config_hash="b" * 12, label="noop") for s in range(3)]
+    recs += [fsray_record(s, 0.5, 0.5 + 0.01 * s, config_hash="c" * 12, label="real")
+             for s in range(3)]
+    rep = build(load(write_store(tmp_path / "r.jsonl", recs)), ReportOptions())
+    text = render(rep, "table")
+    assert ("kv/query_after [selection]: 1 configuration(s) with 1 seed (no spread, interval or "
+            "test): single") in text
+    assert "kv/query_after / noop [selection]: all 3 deltas are exactly 0" in text
+    assert "nan" not in text.lower()
+    assert rep.exit_code == 0  # caveats on configurations, nothing skipped
+
+
+def test_failed_and_noop_records_are_counted_not_used(tmp_path):
+    recs = [fsray_record(s, 0.5, 0.6) for s in range(3)]
+    recs.append(fsray_record(3, 0, 0, status="failed"))
+    rep = build(load(write_store(tmp_path / "r.jsonl", recs)), ReportOptions())
+    assert rep.summary["n"].tolist() == [3]
+    assert len(rep.excluded) == 1
+    assert any("lstart=1 seed 3 is failed: diverged; not in the statistics" in w for w in rep.warnings)
+
+
+# -------------------------------------------------------------------------------------------------
+# formats
+
+
+def _numbers_equal(exported: list, summary: pd.Series, col: str):
+    for e, s in zip(exported, summary):
+        if s is None or (isinstance(s, float) and math.isnan(s)):
+            assert e is None or (isinstance(e, float) and math.isnan(e)), col
+        elif isinstance(s, (bool, np.bool_)):
+            assert bool(e) == bool(s), col
+        else:
+            assert float(e) == pytest.approx(float(s), rel=1e-15, abs=1e-15), col
+
+
+NUMERIC = ("n", "mean", "std", "std_pop", "median", "n_pos", "n_zero", "n_neg", "sign_p",
+           "wilcoxon_p", "ci_lo", "ci_hi", "p_improve", "seeds_needed", "sign_p_holm", "sign_p_bh",
+           "wilcoxon_p_holm", "wilcoxon_p_bh", "bt_both", "bt_only_fs", "bt_mcnemar_p",
+           "bt_rate_lo", "bt_rate_hi", "bt_quality_mean", "bt_iqm", "winners_curse", "family_size")
+
+
+def test_csv_and_json_carry_every_number_of_the_summary(report):
+    csv_df = pd.read_csv(io.StringIO(render(report, "csv")))
+    doc = json.loads(render(report, "json"))
+    assert len(csv_df) == len(doc["summary"]) == len(report.summary)
+    for col in NUMERIC:
+        want = report.summary[col]
+        csv_vals = [None if pd.isna(v) else v for v in csv_df[col]]
+        _numbers_equal(csv_vals, want, col)
+        _numbers_equal([r[col] for r in doc["summary"]], want, col)
+    assert doc["summary"][0]["ci_method"] == "t" and doc["options"]["interval"] == "t"
+    assert {r["config"] for r in doc["summary"]} == set(report.summary["config"])
+    assert len(doc["seeds"]) == len(report.data)
+    assert doc["importance"]["mean_delta"]["alpha_init"] == 0.61
+    for text in (render(report, "csv"), render(report, "json")):
+        assert not re.search(r"\bnan\b|\bNaN\b|Infinity", text)
+
+
+def test_markdown_table_and_importance(report):
+    md = render(report, "md")
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    table = lines[: 2 + len(report.summary)]
+    assert all(ln.count("|") - ln.count("\\|") == table[0].count("|") for ln in table)
+    assert len(lines) == len(table) + 2 + 2  # then the importance table: header, rule, 2 knobs
+    assert "| alpha_init | 0.610 | 0.300 |" in md
+    assert "nan" not in md.lower()
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.imgs, self.external, self.tables = [], [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.imgs.append(attrs.get("src", ""))
+        if tag == "table":
+            self.tables += 1
+        for key in ("src", "href"):
+            if attrs.get(key, "").startswith(("http:", "https:", "//", "file:")):
+                self.external.append(attrs[key])
+
+
+def test_html_is_self_contained_with_png_plots(report, tmp_path):
+    page = _Page()
+    page.feed(render(report, "html"))
+    assert page.external == [] and page.tables >= 2
+    # forest, paired lines, and the Pareto plot of the 4-configuration search
+    assert len(page.imgs) == 3
+    for src in page.imgs:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix)
+        png = base64.b64decode(src[len(prefix):], validate=True)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and png[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width > 300 and height > 200
+
+
+def test_pareto_front_mask():
+    from analysis.plots import pareto_front
+
+    mean = np.array([0.5, 0.4, 0.1, 0.45, 0.5])
+    spread = np.array([0.3, 0.1, 0.05, 0.2, 0.4])
+    assert pareto_front(mean, spread).tolist() == [True, True, True, True, False]
+
+
+# -------------------------------------------------------------------------------------------------
+# the command
+
+
+def test_cli_exit_codes(monkeypatch, capsys, search_dir, tmp_path):
+    import shutil
+
+    search_dir = Path(shutil.copytree(search_dir, tmp_path / "copy"))
+    code, out, err = run_cli(monkeypatch, capsys, search_dir)
+    assert code == 0 and "alpha=-3" in out and err == ""
+
+    (search_dir / "junk.txt").write_text("nothing to see\n")
+    code, out, err = run_cli(monkeypatch, capsys, search_dir)
+    assert code == 1 and "alpha=-3" in out
+    assert f"{search_dir / 'junk.txt'}: unknown format" in out
+    assert "1 input item(s) skipped or dropped" in err
+
+    junk_only = tmp_path / "junk"
+    junk_only.mkdir()
+    (junk_only / "a.txt").write_text("nothing\n")
+    code, out, err = run_cli(monkeypatch, capsys, junk_only, tmp_path / "missing.jsonl")
+    assert code == 2 and out == ""
+    assert f"fsray: skipped: {junk_only / 'a.txt'}: unknown format" in err
+    assert f"{tmp_path / 'missing.jsonl'}: no such file or directory" in err
+    assert err.strip().splitlines()[-1] == "fsray: error: no usable paired seed in the input"
+
+
+def test_cli_bad_option_is_one_line(monkeypatch, capsys, search_dir):
+    code, out, err = run_cli(monkeypatch, capsys, search_dir, "--group-by", "colour")
+    assert code == 2 and out == ""
+    assert err.startswith("fsray: error: --group-by 'colour': not a column") and err.count("\n") == 1
+
+
+def test_cli_writes_out_file(monkeypatch, capsys, search_dir, tmp_path):
+    out_file = tmp_path / "rep" / "r.json"
+    code, out, err = run_cli(monkeypatch, capsys, search_dir, "--format", "json", "--out", out_file)
+    assert code == 0 and out == ""
+    assert json.loads(out_file.read_text())["summary"][0]["n"] == N_SEEDS
+
+
+def test_fsray_report_on_the_researchers_files(monkeypatch, capsys, upstream_dir):
+    code, out, err = run_cli(monkeypatch, capsys, upstream_dir)
+    assert code == 1  # the empty summary, the manifest and the embedding round are skipped
+    # every researchers' paired summary has its row: task and configuration label on one line
+    from analysis import legacy
+
+    lines = out.splitlines()
+    n_files = 0
+    for path in sorted(upstream_dir.glob("_summary_*.txt")):
+        lf = legacy.parse_file(path)
+        if lf.shape != "paired_blocks" or "round" in path.name:
+            continue
+        n_files += 1
+        for row in lf.rows:
+            assert any(row["task"] in ln and f"  {row['config']}" in ln for ln in lines), path.name
+    assert n_files >= 38
+    for name in ("stabilized_r2", "stabilized_len4096_r12_lstart10_alpha-3", "head_l8 bsz=2",
+                 "sudoku9/suffix"):
+        assert name in out
+    assert "_summary_arc_optionsfirst.txt: empty file" in out
+    assert "exp_manifest.json: an experiment manifest" in out
+    assert "nan" not in out.lower().replace("nano", "")
+    assert "fsray: " in err and "skipped or dropped" in err
+
+
+def test_report_needs_neither_torch_nor_ray(tmp_path, search_dir):
+    """`fsray report` on a laptop: the analysis package imports numpy/scipy/pandas/matplotlib only."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, analysis.cli, analysis.plots; from analysis.loaders import load;"
+        "from analysis.report import ReportOptions, build, render;"
+        f"render(build(load({str(search_dir)!r}), ReportOptions(n_resamples=200)), 'table');"
+        "bad = [m for m in ('torch', 'ray', 'optuna', 'pydantic', 'fsray') if m in sys.modules];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)

@@ -1,0 +1,187 @@
+"""The search through Ray Tune + Optuna on the simulated trainable: end to end, failures,
+confirmation, importance, the Optuna RDB study, and resume after SIGKILL of the driver.
+
+One local Ray instance for the module (``ray_local``); the SIGKILLed driver runs in its own
+process group, which the test kills whole so no Ray process outlives it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from analysis.schema import read_records
+from fsray.search.evaluate import SimulatedRunner, evaluate_config
+from fsray.search.space import parse_space
+from fsray.search.store import ResultsStore
+from fsray.search.summary import config_rows
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _space_dict(tmp_path: Path, **changes) -> dict:
+    raw = {
+        "name": "tune_test", "trainable": "simulated",
+        "task": {"name": "kv_retrieval", "options": {"order": "query_after"}},
+        "seeds": {"count": 4, "confirm": 2},
+        "space": {
+            "fs_layer_start": {"type": "categorical", "choices": [3, 6, 8, 12]},
+            "alpha_init": {"type": "float", "low": -4.0, "high": -1.0},
+            "fs_norm": {"type": "categorical", "choices": [True, False]},
+        },
+        "objective": {"kind": "lower_bound"},
+        "search": {"sampler": "random", "sampler_seed": 3, "trials": 8, "concurrency": 2},
+        "simulated": {
+            "n_layer": 12, "noise_sd": 0.01,
+            "effects": {"fs_layer_start": {"peak": 8, "width": 2, "height": 0.04},
+                        "alpha_init": {"peak": -2, "width": 1, "height": 0.01},
+                        "fs_norm": {"values": {"true": 0.0, "false": -0.05}}},
+            "failures": [{"when": {"fs_layer_start": 3}, "kind": "raise", "at_seed": 1}],
+            "run_log": str(tmp_path / "runs.log"),
+        },
+        "baseline_cache": str(tmp_path / "cache"),
+    }
+    raw.update(changes)
+    return raw
+
+
+def _write(tmp_path: Path, raw: dict, name="space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_simulated_search_end_to_end(ray_local, tmp_path, capsys):
+    from fsray.cli import main
+
+    raw = _space_dict(tmp_path)
+    out = tmp_path / "run"
+    assert main(["tune", str(_write(tmp_path, raw)), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "trials done 8/8" in printed and "runs made" in printed and "best lower_bound" in printed
+    assert f"full report: fsray report {out}" in printed
+    assert "knob importance (PED-ANOVA) for the mean delta:" in printed
+
+    records = read_records(out / "results.jsonl")
+    assert not records.problems
+    sel = [r for r in records.records if r["stage"] == "selection"]
+    assert len({r["config_hash"] for r in sel}) == 8  # one configuration per trial
+
+    summary = json.loads((out / "summary.json").read_text())
+    rows = summary["selection"]
+    # failures: recorded with their reason, listed, and the search went on to all 8 trials
+    failed = [r for r in sel if r["status"] == "failed"]
+    assert failed and all("simulated crash" in r["failure"] and r["seed"] == 1 for r in failed)
+    assert {f["config_hash"] for f in summary["failures"]} == {r["config_hash"] for r in failed}
+    assert "failed configurations" in printed
+    # no-op configurations (fs_layer_start 12 of 12 layers) were recorded, never trained
+    runs_log = (tmp_path / "runs.log").read_text().splitlines()
+    noop_hashes = {r["config_hash"] for r in sel if r["status"] == "noop"}
+    assert not any(line.split()[1] in noop_hashes for line in runs_log if line.startswith("prompt_fs"))
+    # baselines: one per seed (selection + confirmation), never one per candidate (sharing across
+    # searches through the on-disk cache: tests/test_search_evaluate.py)
+    assert sorted(line for line in runs_log if line.startswith("no_fs")) == [f"no_fs {s}" for s in range(6)]
+    counts = summary["counts"]
+    assert counts["baselines_trained"] == 6
+    assert counts["runs_made"] == len([l for l in runs_log]) and counts["runs_made"] < counts["fresh_baseline_protocol_runs"]
+
+    # the winner was confirmed on fresh seeds, kept apart from selection
+    best = summary["best"]
+    conf = [r for r in records.records if r["stage"] == "confirmation"]
+    assert {r["seed"] for r in conf} == {4, 5} and {r["config_hash"] for r in conf} == {best["config_hash"]}
+    assert best["status"] in ("complete", "noop")
+    assert best["objective"] == max(r["objective"] for r in rows if r["status"] in ("complete", "noop"))
+
+    importance = json.loads((out / "importance.json").read_text())
+    assert set(importance) == {"mean_delta", "spread"}
+    assert set(importance["mean_delta"]) <= {"fs_layer_start", "alpha_init", "fs_norm"}
+    assert importance["mean_delta"], "importance needs >= 4 finished configurations"
+
+    # the Optuna study lives in the run directory's SQLite file, failures included
+    import optuna
+
+    study = optuna.load_study(study_name="tune_test", storage=f"sqlite:///{out / 'optuna.db'}")
+    states = Counter(t.state.name for t in study.trials)
+    assert sum(states.values()) == 8 and states["FAIL"] == len({r["config_hash"] for r in failed})
+
+
+
+def test_rerun_without_resume_refuses(ray_local, tmp_path, capsys):
+    from fsray.cli import main
+
+    out = tmp_path / "run"
+    (out).mkdir()
+    (out / "results.jsonl").write_text("")
+    assert main(["tune", str(_write(tmp_path, _space_dict(tmp_path))), "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_loses_and_retrains_nothing(ray_local, tmp_path):
+    raw = _space_dict(tmp_path, search={"sampler": "tpe", "sampler_seed": 0, "trials": 6,
+                                         "concurrency": 1})
+    raw["simulated"]["seconds_per_run"] = 0.5
+    raw["simulated"]["failures"] = []
+    raw["seeds"] = {"count": 4, "confirm": 0}
+    path = _write(tmp_path, raw)
+    out = tmp_path / "run"
+    results = out / "results.jsonl"
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "fsray.cli", "tune", str(path), "--out", str(out)],
+                            cwd=REPO, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 150
+        while time.time() < deadline:
+            if results.exists() and len(results.read_text().splitlines()) >= 7:
+                break
+            assert proc.poll() is None, "the driver ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the search made no progress")
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver's own Ray processes
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    before = results.read_text()
+    n_before = len(before.splitlines())
+    assert 7 <= n_before < 24
+
+    from fsray.search.driver import run_search
+
+    space = parse_space(raw)
+    summary = run_search(space, out=str(out), resume=True, say=lambda s: None)
+    after = results.read_text()
+    assert after.startswith(before.rstrip("\n"))  # nothing completed was lost or rewritten
+    records = read_records(results).records
+    keys = Counter((r["config_hash"], r["seed"], r["stage"]) for r in records)
+    assert max(keys.values()) == 1
+    # nothing trained twice: the simulated trainable logged every run it made, in both processes
+    runs = Counter((tmp_path / "runs.log").read_text().splitlines())
+    assert max(runs.values()) == 1, [k for k, v in runs.items() if v > 1]
+    assert len({r["config_hash"] for r in records}) >= 6
+    assert summary["counts"]["configs"] == len({r["config_hash"] for r in records})
+
+    # the final table equals an uninterrupted evaluation of the same configurations and seeds
+    fresh = ResultsStore(str(tmp_path / "fresh"), str(tmp_path / "fresh_cache"),
+                         space.objective.model_dump())
+    sim_space = space.model_copy(update={"simulated": space.simulated.model_copy(update={"run_log": None})})
+    for row in summary["selection"]:
+        params = {k: row["config"][k] for k in space.space}
+        evaluate_config(sim_space, SimulatedRunner(sim_space), fresh, params, row["seeds"], race=False)
+    ref = {r["config_hash"]: r for r in config_rows(fresh.all_records(), space)}
+    for row in summary["selection"]:
+        assert row["deltas"] == ref[row["config_hash"]]["deltas"]
+        assert row["objective"] == ref[row["config_hash"]]["objective"]
