@@ -1,9 +1,11 @@
 """Ray overhead of the real-trainable path, and the speedup of concurrent trials.
 
 1. Seed runs that do (almost) no work (1 step of a 2-layer width-16 model on 64 examples) through
-   the search's real path: all baselines in one Ray Train fit, then one fit per trial running its
-   seeds with the racing rule inside. Prints the wall time per seed run amortised over the search,
-   against one ``TorchTrainer.fit()`` per seed run (measured here, in the same process).
+   the search's real path, both mappings of seed runs to Ray Train worker groups: ``pool`` (one
+   long-lived worker group per concurrent trial for the whole search, the default) and
+   ``fit_per_trial`` (baselines in one fit, then one fit per trial with the racing rule inside).
+   Prints the wall time per seed run amortised over the search, against one
+   ``TorchTrainer.fit()`` per seed run (measured here, in the same process).
 2. The embedded default (search_spaces/demo_cpu.yaml, fewer trials/seeds): wall time of the same
    search with 1 and with 2 concurrent trials, and the speedup.
 
@@ -46,37 +48,19 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--skip-speedup", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--speedup-trials", type=int, default=2)
     ap.add_argument("--speedup-seeds", type=int, default=2)
+    ap.add_argument("--speedup-steps", type=int, default=None,
+                    help="override the embedded default's training steps (shorter runs)")
     args = ap.parse_args()
 
     import ray
 
-    from fsray.ray_train import fit_runs
-    from fsray.search.evaluate import RealRunner
-    from fsray.search.space import parse_space
-
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            raw = {**NO_WORK, "seeds": args.seeds, "baseline_cache": f"{tmp}/cache",
-                   "search": {"trials": args.trials, "concurrency": 1, "sampler": "random"}}
-            runner = RealRunner(parse_space(raw), f"{tmp}/train")
-            t0 = time.perf_counter()
-            (one,) = fit_runs(runner.spec, [(0, None)], storage_path=f"{tmp}/train", name="one_fit")
-            fit_per_run = time.perf_counter() - t0
-            print(f"one TorchTrainer fit per seed run: {fit_per_run:.1f} s "
-                  f"(the run itself {one['seconds']:.2f} s)")
-
-            wall, summary = _search(raw, f"{tmp}/run")
-            c = summary["counts"]
-            per_run = wall / c["runs_made"]
-            work = sum(r["fs"]["seconds"] for r in summary_records(f"{tmp}/run") if r.get("fs"))
-            print(f"search path: {args.trials} trials x {args.seeds} seeds = {c['runs_made']} seed runs "
-                  f"({c['baselines_trained']} baselines in one fit, one fit per trial) in {wall:.1f} s: "
-                  f"{per_run:.2f} s per seed run amortised ({fit_per_run / per_run:.1f}x less than a fit "
-                  f"per run; FS run work {work:.1f} s in total)")
-
+        if not args.skip_overhead:
+            _overhead(args)
         if args.skip_speedup:
             return
         from fsray.search.space import load_space
@@ -87,6 +71,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 raw = {**demo, "seeds": args.speedup_seeds, "baseline_cache": f"{tmp}/cache",
                        "racing": {"enabled": False},
+                       "budget": {"steps": args.speedup_steps} if args.speedup_steps else {},
                        "space": {"alpha_init": demo["space"]["alpha_init"]},  # never a no-op
                        "search": {**demo["search"], "trials": args.speedup_trials, "concurrency": conc}}
                 # baselines are shared by both settings' trials: train them first, outside the timing
@@ -97,6 +82,35 @@ def main() -> None:
         print(f"speedup of 2 concurrent trials over 1: {walls[1] / walls[2]:.2f}x")
     finally:
         ray.shutdown()
+
+
+def _overhead(args) -> None:
+    from fsray.ray_train import fit_runs
+    from fsray.search.evaluate import RealRunner
+    from fsray.search.space import parse_space
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = {**NO_WORK, "seeds": args.seeds, "baseline_cache": f"{tmp}/cache",
+               "search": {"trials": args.trials, "concurrency": 1, "sampler": "random"}}
+        runner = RealRunner(parse_space(raw), f"{tmp}/train")
+        t0 = time.perf_counter()
+        (one,) = fit_runs(runner.spec, [(0, None)], storage_path=f"{tmp}/train", name="one_fit")
+        fit_per_run = time.perf_counter() - t0
+        print(f"one TorchTrainer fit per seed run: {fit_per_run:.1f} s "
+              f"(the run itself {one['seconds']:.2f} s)")
+
+        for mapping in ("pool", "fit_per_trial"):
+            cfg = {**raw, "resources": {"mapping": mapping},
+                   "baseline_cache": f"{tmp}/cache_{mapping}"}
+            wall, summary = _search(cfg, f"{tmp}/run_{mapping}")
+            c = summary["counts"]
+            per_run = wall / c["runs_made"]
+            work = sum(r["fs"]["seconds"] + r["baseline"]["seconds"] * (not r["baseline"]["cached"])
+                       for r in summary_records(f"{tmp}/run_{mapping}") if r.get("fs"))
+            print(f"search, mapping {mapping}: {args.trials} trials x {args.seeds} seeds = "
+                  f"{c['runs_made']} seed runs in {wall:.1f} s (whole search incl. Tune and pool "
+                  f"start): {per_run:.2f} s per seed run amortised, {fit_per_run / per_run:.1f}x "
+                  f"less than a fit per run (the runs' own work: {work:.1f} s)")
 
 
 def summary_records(run_dir: str) -> list[dict]:

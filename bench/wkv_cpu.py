@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/wkv_cpu.py            # the issue's shape and two tiny-model training shapes
     .venv/bin/python bench/wkv_cpu.py --sweep    # also time each chunk length (how the default was picked)
-    .venv/bin/python bench/wkv_cpu.py --threads 1
+    .venv/bin/python bench/wkv_cpu.py --threads 2  # both cores (slow and erratic when the machine is shared)
 
-Times are the minimum over repeats (this machine is shared, so means are noise); the ratio is measured
-in this process, reference and torch path on the same inputs. The error column is the largest of
+One torch thread by default, as the tests and the trainer's workers run. Times are the minimum over
+repeats (this machine is shared, so means are noise); the ratio is measured in this process, reference
+and torch path on the same inputs. The error column is the largest of
 max|torch - reference| / max|reference| over y, sT and the gradients of every input.
 """
 
@@ -89,14 +90,13 @@ def bench_shape(label, shape, reps, ref_reps, sweep):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--reps", type=int, default=5, help="repeats of the torch path (minimum is kept)")
     parser.add_argument("--sweep", action="store_true", help="also time chunk lengths 8..64")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
-          f"default chunk cap N=16: {default_chunk(16)}, N>=32: {default_chunk(64)}")
+          f"chunk cap by head size: N=16 -> {default_chunk(16)}, N>=32 -> {default_chunk(64)}")
     worst = 0.0
     for label, shape in SHAPES.items():
         ref_reps = 1 if shape[1] >= 512 else 3

@@ -106,11 +106,12 @@ def embedded_default_spec(order: str = "query_after") -> TrainSpec:
     return TrainSpec.model_validate(_EMBEDDED_DEFAULT | {"task": {"name": "kv_retrieval", "options": _EMBEDDED_TASK | {"order": order}}})
 
 
-_EMBEDDED_TASK: dict[str, Any] = {}
+_EMBEDDED_TASK: dict[str, Any] = {"n_pairs": "4-6"}
 _EMBEDDED_DEFAULT: dict[str, Any] = {
-    "model": {"n_layer": 2, "d_model": 64, "head_size": 16},
-    "budget": {"steps": 400, "batch_size": 64, "eval_every": 50, "lr": 3e-3, "warmup": 40},
-    "data": {"n_train": 8192, "n_val": 512},
+    # 2 layers, width 64, 4 heads of 16, byte vocabulary, pretrained by `fsray pretrain` (the asset)
+    "model": {"n_layer": 2, "d_model": 64, "head_size": 16, "checkpoint": EMBEDDED_BASE, "tokenizer": "byte"},
+    "budget": {"steps": 400, "batch_size": 32, "eval_every": 50, "lr": 3e-3, "warmup": 20},
+    "data": {"n_train": 8192, "n_val": 256, "eval_batch_size": 256},
 }
 
 
@@ -408,7 +409,17 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
         mult = _lr_multiplier(step, b)
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
-        logits = scorer(batch.prompt, batch.prompt_mask, batch.answer)
+        try:
+            logits = scorer(batch.prompt, batch.prompt_mask, batch.answer)
+        except (UsageError, RuntimeError) as exc:
+            # Diverged weights make non-finite activations that an operator refuses (its NaN checks):
+            # a failed run. Anything else is a real error.
+            msg = str(exc).lower()
+            if all(torch.isfinite(p).all() for p in trainable) and "nan" not in msg and "inf" not in msg:
+                raise
+            result.update(status="failed", failure=f"non-finite values at step {step} (diverged): "
+                                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            break
         ce_sum, _, n_local, _ = _answer_stats(logits, batch)
         # Global normaliser: sum over workers of answer tokens of this global batch.
         sync = torch.tensor([float(n_local), float(batch.n_tokens), 0.0, 0.0], dtype=torch.float64)

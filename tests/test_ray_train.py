@@ -50,7 +50,7 @@ def test_one_worker_runs_every_job_and_resumes_after_a_crash(ray_local, tmp_path
 
 
 def test_two_workers_match_the_in_process_run_and_stop_rule_ends_early(ray_local, tmp_path):
-    got = fit_runs(SPEC, [(1, None), (2, None)], num_workers=2, storage_path=tmp_path, name="two",
+    got = fit_runs(SPEC, [(1, FS_ON), (2, None)], num_workers=2, storage_path=tmp_path, name="two",
                    stop_rule=stop_after_one)
-    assert len(got) == 1
-    _close(got[0], run_mode(SPEC, 1, None), tol=1e-4)
+    assert len(got) == 1   # the rule saw one finished job and ended the fit
+    _close(got[0], run_mode(SPEC, 1, FS_ON), tol=1e-4)

@@ -50,13 +50,12 @@ def test_every_shipped_space_loads():
 
 def _check_real(space):
     """The trainer and the task registry accept what a real space hands them."""
+    from fsray.search.evaluate import RealRunner
     from fsray.tasks import get_task
-    from fsray.trainer import TrainSpec
 
-    TrainSpec.model_validate({"task": space.task.model_dump(), "model": space.model,
-                              "budget": space.budget, "data": space.data})
-    get_task(space.task.name, **space.task.options)
-    assert space.depth() is not None
+    runner = RealRunner(space, "unused")  # builds and validates the trainer's TrainSpec
+    get_task(runner.spec.task.name, **runner.spec.task.options)
+    assert (space.depth() or runner.spec.model.n_layer) >= 2
 
 
 def _corner_params(space):

@@ -115,6 +115,28 @@ def test_simulated_search_end_to_end(ray_local, tmp_path, capsys):
 
 
 
+def test_multi_objective_front(ray_local, tmp_path):
+    """objective.kind multi: Optuna gets (mean delta, spread) to maximise / minimise."""
+    import optuna
+
+    from fsray.search.driver import run_search
+
+    raw = _space_dict(tmp_path, name="multi", objective={"kind": "multi"},
+                      search={"sampler": "tpe", "sampler_seed": 1, "trials": 4, "concurrency": 2})
+    raw["simulated"]["failures"] = []
+    raw["seeds"] = {"count": 3}
+    summary = run_search(parse_space(raw), out=str(tmp_path / "run"), say=lambda s: None)
+    study = optuna.load_study(study_name="multi", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    rows = {tuple(sorted((k, r["config"][k]) for k in raw["space"])): r for r in summary["selection"]}
+    for t in done:
+        row = rows[tuple(sorted(t.params.items()))]
+        assert t.values == pytest.approx([row["mean"], row["std"]])
+    assert study.best_trials  # the Pareto front
+
+
 def test_rerun_without_resume_refuses(ray_local, tmp_path, capsys):
     from fsray.cli import main
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -118,6 +120,7 @@ def test_chunk_length_respects_decay_range():
     beyond_floor = torch.full((1, 7, 1, 4), 2 * LOGW_FLOOR)
     assert pick_chunk(7, beyond_floor, 64) == 1
     assert pick_chunk(1, mild[:, :1], None) == 1
+    assert pick_chunk(36, mild, None) == 12  # default cap 16 for N=4: three balanced chunks
 
 
 def test_decay_below_the_floor_is_zero_to_float32_resolution():
@@ -194,12 +197,7 @@ def test_dispatch_rejects_bad_input_with_one_clear_error():
 
 def test_fla_backend_errors_clearly_on_cpu_or_when_missing():
     args = [x.detach() for x in make_inputs(1, 4, 2, 8, s0=True).values()]
-    try:
-        import fla  # noqa: F401
-
-        expected = "CUDA"
-    except ImportError:
-        expected = "flash-linear-attention"
+    expected = "CUDA" if importlib.util.find_spec("fla") else "flash-linear-attention"
     with pytest.raises(UsageError, match=expected):
         wkv7(*args, backend="fla")
 
@@ -210,3 +208,18 @@ def test_double_backward_is_refused_not_silently_wrong():
     (grad_r,) = torch.autograd.grad(y.sum(), inputs["r"], create_graph=True)
     with pytest.raises(RuntimeError):
         grad_r.sum().backward()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["torch", "fla"])
+def test_gpu_backends_match_reference(backend):
+    """Where a GPU is lent: the torch path on CUDA tensors, and fla's layout/decay mapping."""
+    if backend == "fla" and importlib.util.find_spec("fla") is None:
+        pytest.skip("flash-linear-attention is not installed")
+    inputs = make_inputs(2, 100, 2, 64, s0=True)
+    cpu = [inputs[n].detach() for n in NAMES]
+    y_ref, s_ref = wkv7_reference(*cpu)
+    y, s = wkv7(*[x.cuda() for x in cpu], backend=backend)
+    tol = 1e-5 if backend == "torch" else 2e-3  # fla computes the intra-chunk products in tf32/bf16
+    assert_close_rel(y.cpu(), y_ref, tol, "y")
+    assert_close_rel(s.cpu(), s_ref, tol, "sT")

@@ -64,7 +64,8 @@ def _recall(rng):
     return f"let {defs}. then {names[i]} was {vals[i]}."
 
 
-_KINDS = (_prose, _counting, _listing, _copy, _recall)
+# Recall is the skill post-training needs most and the slowest to appear: it gets a larger share.
+_KINDS = (_prose, _counting, _listing, _copy, _recall, _recall, _recall)
 
 
 def generic_text(rng: random.Random, n_chars: int) -> str:
@@ -77,7 +78,7 @@ def generic_text(rng: random.Random, n_chars: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pretrain(n_layer=2, d_model=64, head_size=16, steps=600, batch_size=32, seq_len=64, lr=3e-3,
+def pretrain(n_layer=2, d_model=64, head_size=16, steps=2000, batch_size=32, seq_len=64, lr=4e-3,
              seed=1234, threads=1, out: Path | str | None = None, wkv_backend="auto", log=print):
     """Train a byte-level RWKV-7 on ``generic_text`` and save it; returns (model, final loss)."""
     import torch
@@ -129,10 +130,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-layer", type=int, default=2)
     p.add_argument("--d-model", type=int, default=64)
     p.add_argument("--head-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--threads", type=int, default=1)
 

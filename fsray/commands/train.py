@@ -60,7 +60,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
             f.add_argument(flag, dest=f"fs__{name}", action=argparse.BooleanOptionalAction, default=None)
         else:
             typ = {int: int, float: float}.get(field.annotation, str)
-            f.add_argument(flag, dest=f"fs__{name}", type=typ, default=None)
+            choices = getattr(field.annotation, "__args__", None) if typ is str else None
+            f.add_argument(flag, dest=f"fs__{name}", type=typ, default=None, choices=choices,
+                           metavar=None if choices else name.split("_")[-1].upper(),
+                           help=f"default {field.default}")
     o = p.add_argument_group("output and execution")
     o.add_argument("--out", type=Path, default=Path("runs/train/results.jsonl"), help="results store (JSONL)")
     o.add_argument("--ray-workers", type=int, default=0,
@@ -177,6 +180,14 @@ def run(args) -> int:
           f"FS {fs.label()}{' (no-op: ' + noop + ')' if noop else ''}, {spec.budget.steps} steps -> {args.out}",
           flush=True)
     failed = 0
+
+    def emit(seed, base, fs_run) -> None:   # each record is durable the moment its seed is done
+        nonlocal failed
+        rec = make_record(spec, fs, seed, base, fs_run, stage="train", noop_reason=noop)
+        append_record(args.out, rec)
+        failed += rec["status"] == "failed"
+        print(_summary_line(rec), flush=True)
+
     if args.ray_workers and args.ray_workers > 0:
         from fsray.ray_train import fit_runs
 
@@ -186,20 +197,14 @@ def run(args) -> int:
         by_seed: dict[int, dict] = {}
         for (seed, mode), res in zip(jobs, results):
             by_seed.setdefault(seed, {})["fs" if mode is not None else "no_fs"] = res
-        pairs = [(s, by_seed[s]["no_fs"], by_seed[s].get("fs")) for s in seeds]
+        for s in seeds:
+            emit(s, by_seed[s]["no_fs"], by_seed[s].get("fs"))
     else:
         progress = _progress_printer(args.quiet)
-        pairs = []
         for seed in seeds:
             base = run_mode(spec, seed, None, progress=progress)
-            fs_run = run_mode(spec, seed, fs, progress=progress) if fs_jobs else None
-            pairs.append((seed, base, fs_run))
-    for seed, base, fs_run in pairs:
-        rec = make_record(spec, fs, seed, base, fs_run, stage="train", noop_reason=noop)
-        append_record(args.out, rec)
-        failed += rec["status"] == "failed"
-        print(_summary_line(rec), flush=True)
-    print(f"wrote {len(pairs)} record(s) to {args.out}; report: fsray report {Path(args.out).parent}")
+            emit(seed, base, run_mode(spec, seed, fs, progress=progress) if fs_jobs else None)
+    print(f"wrote {len(seeds)} record(s) to {args.out}; report: fsray report {Path(args.out).parent}")
     return 1 if failed else 0
 
 

@@ -40,11 +40,9 @@ def _fmt(x, spec="+.4f") -> str:
 
 
 def _params_text(row: dict, knobs) -> str:
-    parts = []
-    for k in knobs:
-        v = row["config"].get(k)
-        parts.append(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}")
-    return " ".join(parts)
+    from fsray.search.summary import short_label
+
+    return short_label(row["config"], knobs)
 
 
 def render_summary(summary: dict, knobs, top: int = 5) -> str:

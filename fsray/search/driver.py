@@ -26,7 +26,7 @@ from fsray.errors import UsageError
 from fsray.search.evaluate import StoreClient, ensure_baselines, evaluate_config, make_runner
 from fsray.search.importance import knob_importance, write_importance
 from fsray.search.space import SearchSpace
-from fsray.search.summary import best_row, config_rows, run_counts
+from fsray.search.summary import best_row, config_rows, run_counts, short_label
 
 # Tune writes its experiment state at most this often; small so a SIGKILL loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -40,12 +40,15 @@ TUNE_DIR = "tune"
 # the trial
 
 
-def _trial(config: dict, space_json: str, store_actor, storage_path: str) -> None:
+def _trial(config: dict, space_json: str, store_actor, storage_path: str, queue=None,
+           baseline_keys: dict | None = None) -> None:
     """One Tune trial: one FS configuration evaluated over the selection seeds."""
     from ray import tune
 
     space = SearchSpace.model_validate_json(space_json)
-    runner = make_runner(space, storage_path)
+    runner = make_runner(space, storage_path, queue)
+    if baseline_keys:
+        runner.known_keys = {int(s): k for s, k in baseline_keys.items()}
     trial_id = tune.get_context().get_trial_id()
     evaluate_config(space, runner, StoreClient(store_actor), dict(config),
                     space.seeds.selection(), stage="selection", trial_id=trial_id,
@@ -64,6 +67,16 @@ def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, s
 
         def __init__(self):
             self.done = 0
+            self.finished: set[str] = set()  # config hashes of finished trials
+
+        def _finish(self, trial):
+            from fsray.fsconfig import config_hash
+
+            self.done += 1
+            try:
+                self.finished.add(config_hash(space.fs_config(dict(trial.config))))
+            except Exception:  # noqa: BLE001 - progress only
+                pass
 
         def __reduce__(self):
             # Tune pickles its run config with the experiment state; a callback holding a live
@@ -75,17 +88,28 @@ def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, s
             rows = config_rows(records, space)
             best = best_row(rows)
             counts = run_counts(records, store.baselines_trained(), space)
-            best_txt = (f"best {space.objective.kind} {best['objective']:+.4f} ({best['label']})"
+            # a config still running has fewer seeds than planned too: count only finished ones
+            counts["racing_runs_saved"] = sum(
+                len(space.seeds.selection()) - r["n"] for r in rows
+                if r["status"] == "raced" and r["config_hash"] in self.finished)
+            best_txt = (f"best {space.objective.kind} {best['objective']:+.4f} "
+                        f"({short_label(best['config'], space.space)})"
                         if best else "best: none yet")
             say(f"[tune] {event} | trials done {self.done}/{total} | {best_txt} | "
                 f"runs made {counts['runs_made']} (saved by racing {counts['racing_runs_saved']})")
 
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if not result.get("done"):
+                say(f"[tune] trial {trial.trial_id}: {result.get('n_seeds')} seeds, mean d "
+                    f"{result.get('mean_delta', float('nan')):+.4f}, objective "
+                    f"{result.get('objective', float('nan')):+.4f}")
+
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
+            self._finish(trial)
             self._line(f"trial {trial.trial_id} complete")
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self.done += 1
+            self._finish(trial)
             running = store.running(trial.trial_id)
             if running is not None:
                 config, chash, seed, stage = running
@@ -164,12 +188,15 @@ def _searcher(space: SearchSpace, run_dir: Path):
     return ConcurrencyLimiter(searcher, max_concurrent=space.search.concurrency)
 
 
-def _trial_resources(space: SearchSpace) -> dict:
+def _trial_resources(space: SearchSpace):
+    from ray import tune
+
     if space.trainable == "simulated":
         return {"cpu": 1}
-    # The trial only drives a Ray Train fit whose workers hold the CPUs/GPUs; a trial holding a
-    # CPU of its own would deadlock a 2-CPU machine (SPEC §8), so it takes a sliver.
-    return {"cpu": 0.01}
+    # The trial only drives Ray Train workers, which hold the CPUs/GPUs; a trial holding a CPU of
+    # its own would starve them on a 2-CPU machine (SPEC §8). Tune refuses an empty request, so
+    # the trial asks for no CPU and 1 MiB of memory (a resource every node has).
+    return tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
 
 
 def _start_ray() -> bool:
@@ -226,10 +253,18 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
     _write_space(run_dir, space)
     started = _start_ray()
     t0 = time.perf_counter()
+    pool = None
     try:
         actor = _store_actor(run_dir, space)
         store = StoreClient(actor)
-        runner = make_runner(space, str(run_dir / "train"))
+        if space.trainable == "real" and space.resources.mapping == "pool":
+            from fsray.search.pool import WorkerPool
+
+            spec = make_runner(space, str(run_dir / "train")).spec
+            pool = WorkerPool(spec, slots=space.search.concurrency, workers=space.resources.workers,
+                              use_gpu=space.resources.gpus_per_worker > 0,
+                              storage_path=str(run_dir / "train"))
+        runner = make_runner(space, str(run_dir / "train"), pool.queue if pool else None)
         n_layer = runner.n_layer
         say(f"[tune] {space.name}: {space.search.trials} trials x {len(space.space)} knobs, "
             f"seeds {space.seeds.selection()}, objective {space.objective.kind}, "
@@ -245,7 +280,10 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
 
         trainable = tune.with_resources(
             tune.with_parameters(_trial, space_json=space.model_dump_json(), store_actor=actor,
-                                 storage_path=str(run_dir / "train")),
+                                 storage_path=str(run_dir / "train"),
+                                 queue=pool.queue if pool else None,
+                                 baseline_keys={s: runner.baseline_key(s)
+                                                for s in space.seeds.selection()}),
             _trial_resources(space))
         callback = _make_callback(store, space, runner, space.search.trials, say)
         tune_path = run_dir / TUNE_DIR
@@ -272,6 +310,8 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
             _confirm(space, runner, store, confirm_n, say)
         summary = _summarise(space, store, run_dir, time.perf_counter() - t0)
     finally:
+        if pool is not None:
+            pool.close()
         if started:
             ray.shutdown()
     return summary

@@ -20,7 +20,7 @@ from typing import Callable
 import ray
 
 from analysis.schema import SCHEMA
-from fsray.errors import RunFailed
+from fsray.errors import RunFailed, UsageError
 from fsray.fsconfig import FSConfig, config_hash
 from fsray.search import objective as obj
 from fsray.search.space import SearchSpace
@@ -33,6 +33,8 @@ class StoreClient:
         self.actor = actor
 
     def __getattr__(self, name):
+        if name.startswith("__") or name == "actor":  # unpickling probes these before __init__
+            raise AttributeError(name)
         method = getattr(self.actor, name)
         return lambda *a, **k: ray.get(method.remote(*a, **k))
 
@@ -112,17 +114,31 @@ class SimulatedRunner:
 
 
 class RealRunner:
-    def __init__(self, space: SearchSpace, storage_path: str):
+    """Seed runs through Ray Train: through the search's long-lived worker pool when ``queue``
+    is given (fsray.search.pool), else one ``fit_runs`` fit per batch of runs."""
+
+    def __init__(self, space: SearchSpace, storage_path: str, queue=None):
         from fsray.trainer import TrainSpec
 
         self.space = space
+        self.queue = queue
+        self.known_keys: dict[int, str] = {}
         self.storage_path = storage_path
         # threads = the CPUs a worker holds (fit_runs reserves spec.threads CPUs per worker)
         threads = max(1, int(space.resources.cpus_per_worker))
-        self.spec = TrainSpec.model_validate(
-            {"task": space.task.model_dump(), "model": space.model, "budget": space.budget,
-             "data": space.data, "threads": threads}
-        )
+        raw = {"task": space.task.model_dump(), "model": space.model, "budget": space.budget,
+               "data": space.data, "threads": threads}
+        if space.base == "embedded_default":
+            from fsray.trainer import embedded_default_spec
+
+            order = space.task.options.get("order", "query_after")
+            base = embedded_default_spec(order).model_dump()
+            if space.task.name != base["task"]["name"]:
+                raise UsageError(f"task.name: base embedded_default trains {base['task']['name']!r}, "
+                                 f"not {space.task.name!r}")
+            raw = _merged(base, raw)
+        self.spec = TrainSpec.model_validate(raw)
+        self.concurrency = space.search.concurrency
 
     @property
     def n_layer(self) -> int:
@@ -136,6 +152,10 @@ class RealRunner:
         return load_blinkdl(str(resolve_checkpoint(self.spec.model.checkpoint))).config.n_layer
 
     def baseline_key(self, seed: int) -> str:
+        # The driver's keys win: a trial process that imported a different code version must
+        # still find the baselines the driver trained for this search (never retrain them).
+        if int(seed) in self.known_keys:
+            return self.known_keys[int(seed)]
         from fsray.trainer import baseline_key
 
         return baseline_key(self.spec, seed)
@@ -148,8 +168,18 @@ class RealRunner:
                         storage_path=self.storage_path, name=name, stop_rule=stop_rule)
 
     def train_baselines(self, seeds: list[int]) -> dict[int, dict]:
-        results = self._fit([(s, None) for s in seeds])
-        return {s: run for s, run in zip(seeds, results)}
+        """All missing baselines up front, split over ``concurrency`` fits that run side by side
+        (as many worker groups as the search runs trials at once)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.queue is not None:  # all at once: the pool's slots share them out
+            with ThreadPoolExecutor(len(seeds)) as pool:
+                runs = pool.map(lambda s: self._pool_run(s, None), seeds)
+            return dict(zip(seeds, runs))
+        chunks = [seeds[i::self.concurrency] for i in range(min(self.concurrency, len(seeds)))]
+        with ThreadPoolExecutor(len(chunks)) as pool:
+            results = pool.map(lambda c: self._fit([(s, None) for s in c]), chunks)
+        return {s: run for chunk, runs in zip(chunks, results) for s, run in zip(chunk, runs)}
 
     def make_record(self, cfg, seed, baseline, fs_run, stage, trial_id, noop_reason=None,
                     failure=None) -> dict:
@@ -160,25 +190,55 @@ class RealRunner:
         return make_record(self.spec, cfg, seed, baseline, fs_run, stage, trial_id,
                            noop_reason=noop_reason)
 
+    @staticmethod
+    def _deliver(seed, run, on_run) -> bool:
+        failure = None if run.get("status") == "ok" else (run.get("failure") or "failed")
+        return on_run(seed, run, failure)
+
+    def _pool_run(self, seed: int, cfg: FSConfig | None) -> dict:
+        from fsray.search.pool import run_job
+
+        return run_job(self.queue, seed, cfg.model_dump() if cfg is not None else None)
+
     def fs_runs(self, cfg, seeds, baselines, on_run) -> None:
-        rule = _FitStopRule(cfg, list(seeds), on_run)
-        try:
-            results = self._fit([(s, cfg) for s in seeds], stop_rule=rule)
-        except Exception as exc:  # noqa: BLE001 - a crashed fit fails the seed it was on
-            done = rule.done_seeds()
-            pending = [s for s in seeds if s not in done]
-            if pending:
-                on_run(pending[0], None, _failure_of(exc))
+        if self.queue is not None:
+            # Racing cannot stop a config before racing.min_seeds, so those seeds go to the pool
+            # at once (idle slots take them); the rest seed by seed, racing between them.
+            from concurrent.futures import ThreadPoolExecutor
+
+            first = list(seeds[: max(1, self.space.racing.min_seeds)])
+            with ThreadPoolExecutor(len(first)) as pool:
+                futures = [pool.submit(self._pool_run, s, cfg) for s in first]
+                for seed, fut in zip(first, futures):
+                    if self._deliver(seed, fut.result(), on_run):
+                        return
+            for seed in seeds[len(first):]:
+                if self._deliver(seed, self._pool_run(seed, cfg), on_run):
+                    return
             return
+        rule = _FitStopRule(cfg, list(seeds), on_run)
+        results = self._fit([(s, cfg) for s in seeds], stop_rule=rule)
         rule(results, final=True)
+
+
+def _merged(base: dict, override: dict) -> dict:
+    """``base`` with ``override``'s fields replacing it, dicts merged recursively."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 class _FitStopRule:
     """``fit_runs``' stop rule: records each finished seed the moment the fit moves on, then races.
 
-    It runs inside the Ray Train worker(s) before each job, with the results of the fit so far;
-    the store ignores duplicates (several ranks, a restarted worker group), so recording is
-    idempotent. After the fit the trial calls it once more for the last job.
+    It runs inside the Ray Train worker(s) (a pickled copy) before each job, with the results of
+    the fit so far; the store ignores duplicates (several ranks, a restarted worker group), so
+    recording is idempotent. After the fit the trial replays it on all results in its own process
+    (``final``): that records the last job and sets the trial's racing/failure state and reports.
     """
 
     def __init__(self, cfg, seeds, on_run):
@@ -186,23 +246,21 @@ class _FitStopRule:
         self._seen = 0
         self._stopped = False
 
-    def done_seeds(self) -> set[int]:
-        return set(self.seeds[: self._seen])
-
     def __call__(self, results: list[dict], final: bool = False) -> bool:
         for k in range(self._seen, len(results)):
             run = results[k]
             failure = None if run.get("status") == "ok" else (run.get("failure") or "failed")
             self._seen = k + 1
-            if self.on_run(self.seeds[k], run if failure is None else run, failure):
+            if self.on_run(self.seeds[k], run, failure, in_worker=not final):
                 self._stopped = True
+                break
         return self._stopped
 
 
-def make_runner(space: SearchSpace, storage_path: str):
+def make_runner(space: SearchSpace, storage_path: str, queue=None):
     if space.trainable == "simulated":
         return SimulatedRunner(space)
-    return RealRunner(space, storage_path)
+    return RealRunner(space, storage_path, queue)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +303,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     def records() -> list[dict]:
         return [r for r in (store.lookup(chash, s, stage) for s in seeds) if r is not None]
 
-    def after_record() -> bool:
+    def after_record(report_now: bool = True) -> bool:
         recs = records()
         stats = obj.config_stats(recs, space.objective)
         metrics = obj.tune_metrics(stats, space.objective)
@@ -253,7 +311,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
             incumbent = store.incumbent(n_full)
             state["raced"] = obj.race_decision(stats["deltas"], n_full, incumbent, space.racing,
                                                space.objective.interval)
-        if report is not None and metrics is not None:
+        if report is not None and metrics is not None and report_now:
             done = len(recs) >= n_full or state["raced"] is not None
             report({**metrics, "runs_saved": (n_full - len(recs)) if state["raced"] else 0,
                     "raced": bool(state["raced"]), "done": done})
@@ -278,7 +336,8 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     if todo:
         baselines = ensure_baselines(runner, store, todo)
 
-        def on_run(seed: int, run: dict | None, failure: str | None) -> bool:
+        def on_run(seed: int, run: dict | None, failure: str | None, in_worker: bool = False) -> bool:
+            # in_worker: called inside a Ray Train worker, where Tune's report is not available
             if failure is None and not _finite_run(run):
                 failure = "diverged: the FS run returned a NaN or infinite metric"
             base = baselines[seed]
@@ -293,13 +352,17 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
             later = todo[todo.index(seed) + 1:]
             if later:
                 store.mark_running(trial_id or "", cfg.model_dump(), chash, later[0], stage)
-            return after_record()
+            return after_record(report_now=not in_worker)
 
         # The seed about to run is marked so that a trial process killed outright (a real OOM)
         # can still be recorded as failed on that seed by the driver's callback.
         store.mark_running(trial_id or "", cfg.model_dump(), chash, todo[0], stage)
-        runner.fs_runs(cfg, todo, baselines, on_run)
-
+        try:
+            runner.fs_runs(cfg, todo, baselines, on_run)
+        except Exception as exc:  # noqa: BLE001 - a crashed fit fails the first seed it left undone
+            undone = [s for s in todo if store.lookup(chash, s, stage) is None]
+            if undone and state["failure"] is None:
+                on_run(undone[0], None, _failure_of(exc))
     if state["failure"] is not None:
         raise RunFailed(f"config {cfg.label()} failed: {state['failure']}")
     stats = obj.config_stats(records(), space.objective)

@@ -141,6 +141,9 @@ class ResourcesSection(_Strict):
     workers: int = Field(default=1, ge=1)
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)
+    # pool: one long-lived worker group per concurrent trial for the whole search (fit overhead
+    # paid once); fit_per_trial: one Ray Train fit per trial with the racing rule inside it.
+    mapping: Literal["pool", "fit_per_trial"] = "pool"
 
 
 class KnobEffect(_Strict):
@@ -211,6 +214,9 @@ class SearchSpace(_Strict):
     name: str
     description: str = ""
     trainable: Literal["real", "simulated"] = "real"
+    # "embedded_default": task/model/budget/data start from fsray.trainer.embedded_default_spec()
+    # (the YAML's sections override single fields), so the demo follows the trainer's default.
+    base: Literal["none", "embedded_default"] = "none"
     task: TaskSection
     model: dict[str, Any] = Field(default_factory=dict)  # trainer's model section (tiny or .pth)
     budget: dict[str, Any] = Field(default_factory=dict)  # trainer's budget section

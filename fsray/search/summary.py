@@ -43,6 +43,12 @@ def config_rows(records: list[dict], space: SearchSpace, stage: str = "selection
     return rows
 
 
+def short_label(config: dict, knobs) -> str:
+    """The searched knobs of a configuration, floats to 3 significant digits."""
+    return " ".join(f"{k}={config[k]:.3g}" if isinstance(config.get(k), float) else f"{k}={config.get(k)}"
+                    for k in knobs)
+
+
 def best_row(rows: list[dict]) -> dict | None:
     """The incumbent: the best objective among configurations evaluated on every seed."""
     done = [r for r in rows if r["status"] in ("complete", "noop") and r["objective"] is not None]

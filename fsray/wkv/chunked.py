@@ -20,8 +20,9 @@ S0, so it is computed for every chunk at once, and each chunk then acts on the s
 with A~_t = a_t e^{Gx_t}, R~_t = r_t e^{G_t}, B^_i = b_i e^{G_C - G_i} (K^ likewise) and the causal score
 matrices A_ab, A_ak (strict) and M_rb, M_rk (diagonal included). The only sequential work left is one
 N x N matrix product per chunk, forward and backward. The backward is written by hand
-(``_ChunkedWKV7``): it reuses the forward's products and runs ~35 tensor operations instead of the
-hundreds autograd would record, which is what matters at the tiny models' shapes.
+(``_ChunkedWKV7``): it reuses the forward's products (the inverse of I - A_ab, the chunk transitions)
+and runs about forty batched tensor operations; at the tiny models' shapes the operation count, not
+the arithmetic, is what costs.
 
 Numerical range: an intra-chunk score factors e^{Gx_t - G_i} = e^{Gx_t} * e^{-G_i}; the first factor is
 <= 1, the second grows with the chunk's total decay, so the chunk length is capped per call to keep
@@ -31,6 +32,8 @@ to float32 resolution, and the floor keeps e^{-G} finite for one-token chunks.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -69,11 +72,13 @@ def pick_chunk(T: int, logw: torch.Tensor, chunk: int | None = None) -> int:
 
 
 def default_chunk(N: int) -> int:
-    """Measured on a 2-core CPU (bench/wkv_cpu.py): intra-chunk work grows as C^2 N, the state pass
-    as N^3 / C per token, and every chunk costs a few fixed-overhead tensor operations."""
-    return DEFAULT_CHUNK if N >= 32 else 2 * DEFAULT_CHUNK
+    """Chunk cap by head size, measured with bench/wkv_cpu.py --sweep on a 2-core CPU: per token the
+    intra-chunk products cost ~C N and the state pass ~N^2 + N^3 / C, while each chunk adds a few
+    fixed-cost operations. N=16 is fastest near 16, N=32 anywhere in 16..32, N=64 near 32."""
+    return 16 if N <= 16 else DEFAULT_CHUNK
 
 
+@functools.lru_cache(maxsize=64)
 def _masks(C: int, dtype, device):
     """Score mask for [[A_ab, A_ak], [M_rb, M_rk]]: strict causal for the a rows, inclusive for r rows."""
     ones = torch.ones(C, C, dtype=dtype, device=device)
@@ -113,9 +118,10 @@ class _ChunkedWKV7(torch.autograd.Function):
         mask, eye = _masks(C, r.dtype, r.device)
         scores = (ar_d @ bk_g.mT).mul_(mask)  # [[A_ab, A_ak], [M_rb, M_rk]]
         A_ak, M_r = scores[..., :C, C:], scores[..., C:, :]
-        T_mat = eye - scores[..., :C, :C]
-        rhs = torch.cat([ar_d[..., :C, :], A_ak @ v_], -1)
-        Z = torch.linalg.solve_triangular(T_mat, rhs, upper=False, unitriangular=True)  # [P | Q]
+        # The explicit inverse serves the forward and the backward with plain products (one LAPACK
+        # call per matrix instead of two).
+        T_inv = torch.linalg.solve_triangular(eye - scores[..., :C, :C], eye, upper=False, unitriangular=True)
+        Z = T_inv @ torch.cat([ar_d[..., :C, :], A_ak @ v_], -1)  # [P | Q]
 
         ZB = Z.mT @ bk_h[..., :C, :]  # [P^T B^; Q^T B^]  [.., 2N, N]
         M = ZB[..., :N, :]
@@ -135,14 +141,14 @@ class _ChunkedWKV7(torch.autograd.Function):
         Y = torch.matmul(R_s, S_starts.mT).add_(Y_i)
         y = Y.permute(0, 2, 3, 1, 4).reshape(B, n_chunks * C, H, N)[:, :T]
 
-        ctx.save_for_backward(x, e_ar, e_grow, e_out, ar_d, bk_g, bk_h, scores, T_mat, Z, ZB, R_s, S_starts)
+        ctx.save_for_backward(x, e_ar, e_grow, e_out, ar_d, bk_g, bk_h, scores, T_inv, Z, ZB, R_s, S_starts)
         ctx.dims = (B, T, H, N, C, n_chunks, pad, s0 is None)
         return y, S
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dsT):
-        x, e_ar, e_grow, e_out, ar_d, bk_g, bk_h, scores, T_mat, Z, ZB, R_s, S_starts = ctx.saved_tensors
+        x, e_ar, e_grow, e_out, ar_d, bk_g, bk_h, scores, T_inv, Z, ZB, R_s, S_starts = ctx.saved_tensors
         B, T, H, N, C, n_chunks, pad, no_s0 = ctx.dims
         v_ = x[:, :, :, 4]
         M = ZB[..., :N, :]
@@ -180,7 +186,7 @@ class _ChunkedWKV7(torch.autograd.Function):
         dv += bk_h[..., C:, :] @ dD.mT
         dg_end = dM.diagonal(dim1=-2, dim2=-1)
         # [P | Q] = (I - A_ab)^{-1} [A~ | A_ak V]
-        drhs = torch.linalg.solve_triangular(T_mat.mT, dZ, upper=True, unitriangular=True)
+        drhs = T_inv.mT @ dZ
         dA_ab = drhs @ Z.mT
         dA_ak = drhs[..., N:] @ v_.mT
         dv += A_ak.mT @ drhs[..., N:]

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import inspect
 
-import torch
-
 from ..errors import UsageError
 
 
