@@ -106,7 +106,10 @@ def embedded_default_spec(order: str = "query_after") -> TrainSpec:
     return TrainSpec.model_validate(_EMBEDDED_DEFAULT | {"task": {"name": "kv_retrieval", "options": _EMBEDDED_TASK | {"order": order}}})
 
 
-_EMBEDDED_TASK: dict[str, Any] = {"n_pairs": "4-6"}
+# 2-3 pairs (chance: 0.42 exact match): with the query after the document, 4-6 pairs stayed at chance
+# on every seed within this budget; 2-3 pairs learn on some seeds (e.g. seed 0: 0.53 exact, 0.82
+# token accuracy) and not on others — the all-or-nothing seeds that issue 7's analysis is for.
+_EMBEDDED_TASK: dict[str, Any] = {"n_pairs": "2-3"}
 _EMBEDDED_DEFAULT: dict[str, Any] = {
     # 2 layers, width 64, 4 heads of 16, byte vocabulary, pretrained by `fsray pretrain` (the asset)
     "model": {"n_layer": 2, "d_model": 64, "head_size": 16, "checkpoint": EMBEDDED_BASE, "tokenizer": "byte"},

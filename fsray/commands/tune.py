@@ -7,6 +7,8 @@ trained once and cached; seeds are raced; the winner is confirmed on fresh seeds
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
 EPILOG = """examples:
   fsray tune search_spaces/demo_cpu.yaml                    # the embedded default (~8 min, 2 cores)
@@ -109,4 +111,27 @@ def run(args) -> int:
     summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,
                          say=lambda line: print(line, flush=True))
     print(render_summary(summary, list(space.space), top=args.top), flush=True)
+    write_stability_report(Path(summary["run_dir"]))
     return 0
+
+
+def write_stability_report(run_dir: Path) -> Path | None:
+    """End of a search: the analysis package's stability table on the terminal and a
+    self-contained HTML report in the run directory (written to a temporary file, then renamed,
+    so a crash never leaves half a report)."""
+    from analysis.loaders import load
+    from analysis.report import ReportOptions, build, render
+
+    results = run_dir / "results.jsonl"
+    if not results.exists():
+        return None
+    loaded = load([str(run_dir)])
+    report = build(loaded, ReportOptions())
+    print("\n== stability report (fsray report " + str(run_dir) + ")", flush=True)
+    print(render(report, "table"), flush=True)
+    out = run_dir / "report.html"
+    tmp = out.with_suffix(".html.tmp")
+    tmp.write_text(render(report, "html"), encoding="utf-8")
+    os.replace(tmp, out)
+    print(f"HTML report: {out}", flush=True)
+    return out
