@@ -90,7 +90,7 @@ def test_shrunken_demo_search_then_report(tmp_path):
     table = _fsray("report", str(run_dir), cwd=tmp_path)
     assert table.returncode == 0 and "95% CI" in table.stdout
     html = (run_dir / "report.html").read_text()
-    images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    images = re.findall(r"src=['\"]data:image/png;base64,([^'\"]+)", html)
     assert images and all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
 
 
