@@ -105,7 +105,8 @@ class FSConfig(BaseModel):
         """Short human label listing the knobs that differ from the defaults."""
         d = self.model_dump()
         default = FSConfig().model_dump()
-        parts = [f"{k}={v}" for k, v in d.items() if v != default[k]]
+        parts = [f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                 for k, v in d.items() if v != default[k]]
         return " ".join(parts) if parts else "default"
 
 
