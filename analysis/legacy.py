@@ -386,17 +386,21 @@ def _pair_staged(path: Path, runs: list[dict], out: LegacyFile) -> None:
         out.notes.append(f"{src}: {task} stage {stage}: {n} candidate run(s) not paired: the stage {why}")
 
 
-def _parse_staged_records(path: Path, text: str, out: LegacyFile) -> None:
-    src = str(path)
-    runs, no_seed = [], 0
+def _json_lines(src: str, text: str, problems: list[str]):
+    """(line number, object) of each non-empty JSONL line; a malformed line is reported and skipped."""
     for i, ln in enumerate(text.splitlines(), 1):
         if not ln.strip():
             continue
         try:
-            rec = json.loads(ln)
+            yield i, json.loads(ln)
         except json.JSONDecodeError as exc:
-            out.problems.append(f"{src}:{i}: not valid JSON ({exc.msg}); truncated line?")
-            continue
+            problems.append(f"{src}:{i}: not valid JSON ({exc.msg}); truncated line?")
+
+
+def _parse_staged_records(path: Path, text: str, out: LegacyFile) -> None:
+    src = str(path)
+    runs, no_seed = [], 0
+    for i, rec in _json_lines(src, text, out.problems):
         if not isinstance(rec, dict) or "config" not in rec or "stage" not in rec:
             out.problems.append(f"{src}:{i}: not a staged search record (needs config and stage)")
             continue
@@ -536,14 +540,7 @@ def _parse_single_run_sweep(path: Path, text: str, out: LegacyFile) -> None:
 def _parse_aggregate(path: Path, text: str, out: LegacyFile) -> None:
     """``_aggregate_results.jsonl``: one row of figures per summary, no seeds: a cross-check only."""
     src = str(path)
-    for i, ln in enumerate(text.splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except json.JSONDecodeError as exc:
-            out.problems.append(f"{src}:{i}: not valid JSON ({exc.msg}); truncated line?")
-            continue
+    for i, rec in _json_lines(src, text, out.problems):
         if isinstance(rec, dict) and "summary_name" in rec:
             rec["_line"] = i
             out.aggregates.append(rec)
