@@ -4,8 +4,11 @@ Prints, all measured in this process:
   - tokens/s of a paired seed (no_fs + prompt_fs) in-process, one thread;
   - the same jobs through one Ray Train fit with 1 and 2 workers (training tokens/s, fit wall time,
     and the fit's fixed overhead = wall time - time spent training);
-  - the share of a training step spent in the WKV operator, and the dense-layer-only ceiling: the same
-    step with WKV replaced by a free stand-in of the same shapes (elementwise, keeps the graph).
+  - the share of a training step spent in the WKV operator, for the compiled C kernel (the CPU default)
+    and the chunked torch path: timed directly (process time inside the operator's forward and
+    backward), and as the step-time difference against the dense-layer-only ceiling: the same step with
+    WKV replaced by a stand-in of the same shapes (elementwise, keeps the graph; not quite free, so
+    this second share is a lower bound).
 Goal (issue 5): WKV at most a quarter of the step time.
 
 Usage: .venv/bin/python bench/train_cpu.py [--steps 60] [--no-ray]
@@ -20,6 +23,7 @@ import time
 import torch
 
 import fsray.model as model_mod
+from fsray.wkv import chunked, compiled
 from fsray.fsconfig import FSConfig
 from fsray.trainer import AnswerScorer, _answer_stats, embedded_default_spec, initial_model, run_mode, task_data
 from fsray.data import TrainStream, worker_slice
@@ -34,19 +38,61 @@ def _free_wkv(r, logw, k, v, a, b, s0=None, backend="auto"):
     return r + k + v + a + b + logw, sT
 
 
-def step_times(spec, seed: int, n: int, fs) -> list[float]:
+class _OpClock:
+    """Process time spent inside the WKV operator: the dispatch's forward and the autograd backward
+    of the fast paths' Functions."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self):
+        self._patched = []
+        real = model_mod.wkv7
+
+        def timed_wkv7(*args, **kw):
+            t = time.process_time()
+            try:
+                return real(*args, **kw)
+            finally:
+                self.seconds += time.process_time() - t
+
+        self._patched.append((model_mod, "wkv7", real))
+        model_mod.wkv7 = timed_wkv7
+        for fn in (chunked._ChunkedWKV7, compiled._CompiledWKV7):
+            bwd = fn.backward
+
+            def timed_backward(ctx, *grads, _bwd=bwd):
+                t = time.process_time()
+                try:
+                    return _bwd(ctx, *grads)
+                finally:
+                    self.seconds += time.process_time() - t
+
+            self._patched.append((fn, "backward", bwd))
+            fn.backward = staticmethod(timed_backward)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, value in reversed(self._patched):
+            setattr(owner, name, staticmethod(value) if owner is not model_mod else value)
+
+
+def step_times(spec, seed: int, n: int, fs, backend: str = "auto", clock: _OpClock | None = None):
     """Process CPU seconds per training step (one thread: the wall time of an idle machine; the
-    shared 2-core machine's wall clock is too noisy for a ratio)."""
+    shared 2-core machine's wall clock is too noisy for a ratio), and the operator's seconds per step
+    when a clock is given."""
     data = task_data(spec)
     model = initial_model(spec, seed, data.tokenizer.vocab_size)
+    model.wkv_backend = backend
     if fs is not None:
         model.attach_fs(fs)
     scorer = AnswerScorer(model, fs)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     stream = TrainStream(len(data.train), spec.budget.batch_size, seed)
-    out = []
+    out, op = [], []
     for step in range(n + 2):
         batch = data.batch("train", worker_slice(stream.batch_indices(step), 0, 1))
+        before = clock.seconds if clock else 0.0
         t = time.process_time()
         ce, _, cnt, _ = _answer_stats(scorer(batch.prompt, batch.prompt_mask, batch.answer), batch)
         opt.zero_grad()
@@ -54,7 +100,8 @@ def step_times(spec, seed: int, n: int, fs) -> list[float]:
         opt.step()
         if step >= 2:   # warm-up steps excluded
             out.append(time.process_time() - t)
-    return out
+            op.append((clock.seconds if clock else 0.0) - before)
+    return out, op
 
 
 def main() -> None:
@@ -77,20 +124,26 @@ def main() -> None:
     print(f"in-process paired seed: {tokens} tokens in {wall:.1f} s wall -> {base_tps:,.0f} tokens/s wall, "
           f"{tokens / cpu:,.0f} tokens per CPU-second ({cpu / (2 * args.steps):.3f} CPU s/step incl. eval)")
 
-    n = 8
-    full = statistics.median(step_times(spec, 0, n, FS))
+    n = 12
     real = model_mod.wkv7
     model_mod.wkv7 = _free_wkv
     try:
-        dense = statistics.median(step_times(spec, 0, n, FS))
+        dense = statistics.median(step_times(spec, 0, n, FS)[0])
     finally:
         model_mod.wkv7 = real
     tok_step = tokens / (2 * args.steps)
-    share = max(0.0, full - dense) / full
-    print(f"train step (prompt_fs): {full * 1e3:.0f} CPU ms; dense layers only: {dense * 1e3:.0f} CPU ms; "
-          f"WKV share {share:.0%} (goal <= 25%)")
-    print(f"tokens/s {tok_step / full:,.0f} vs dense-layer ceiling {tok_step / dense:,.0f} "
-          f"({dense / full:.2f}x of the ceiling)")
+    backends = ["compiled", "torch"] if compiled.available() else ["torch"]
+    if not compiled.available():
+        print(f"compiled C kernel unavailable ({compiled.unavailable_reason()}): timing the torch path only")
+    for backend in backends:
+        with _OpClock() as clock:
+            steps, op = step_times(spec, 0, n, FS, backend, clock)
+        full, op_s = statistics.median(steps), statistics.median(op)
+        diff_share = max(0.0, full - dense) / full
+        print(f"[{backend:8s}] train step (prompt_fs): {full * 1e3:5.1f} CPU ms, of which WKV {op_s * 1e3:5.1f} ms "
+              f"= WKV share {op_s / full:.0%} (goal <= 25%); step minus dense-only step ({dense * 1e3:.1f} ms): "
+              f"{diff_share:.0%}; tokens/s {tok_step / full:,.0f} vs dense-layer ceiling {tok_step / dense:,.0f} "
+              f"({dense / full:.2f}x of the ceiling)")
 
     if args.no_ray:
         return

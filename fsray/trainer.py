@@ -90,7 +90,7 @@ class TrainSpec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     data: DataSpec = Field(default_factory=DataSpec)
-    wkv_backend: Literal["auto", "reference", "torch", "triton", "fla"] = "auto"
+    wkv_backend: Literal["auto", "reference", "torch", "compiled", "triton", "fla"] = "auto"
     threads: int = Field(1, ge=1)
     learned_metric: Literal["token_acc", "seq_acc"] = "seq_acc"
     learned_margin: float = Field(0.1, ge=0)

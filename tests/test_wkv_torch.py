@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from fsray.errors import UsageError
-from fsray.wkv import wkv7
+from fsray.wkv import compiled, wkv7
 from fsray.wkv.chunked import LOGW_FLOOR, MAX_LOG_RANGE, pick_chunk, wkv7_chunked
 from fsray.wkv.reference import wkv7_reference
 
@@ -164,9 +164,10 @@ def test_padding_tokens_leave_the_state_untouched():
 def test_dispatch_backends_and_dtypes():
     inputs = make_inputs(2, 11, 2, 8, s0=True)
     args = [inputs[n].detach() for n in NAMES]
-    y_auto, s_auto = wkv7(*args)  # CPU tensors: auto is the torch path
+    y_auto, s_auto = wkv7(*args)  # CPU tensors: auto is the compiled C loop (torch without a compiler)
+    y_fast, s_fast = wkv7(*args, backend="compiled" if compiled.available() else "torch")
+    assert torch.equal(y_auto, y_fast) and torch.equal(s_auto, s_fast)
     y_torch, s_torch = wkv7(*args, backend="torch")
-    assert torch.equal(y_auto, y_torch) and torch.equal(s_auto, s_torch)
     y_ref, s_ref = wkv7(*args, backend="reference")
     assert_close_rel(y_torch, y_ref, 1e-5, "y")
 

@@ -1,9 +1,11 @@
 """The WKV7 operator ``(r, logw, k, v, a, b, s0) -> (y, sT)`` behind one dispatch.
 
-Backends: ``reference`` (per-token loop), ``torch`` (exact chunked formulation, the fast path on CPUs,
-``fsray.wkv.chunked``), ``triton`` (GPU kernel, ``fsray.wkv.triton_kernel``), ``fla``
-(flash-linear-attention's chunk_rwkv7, an optional extra). ``auto`` picks triton on CUDA tensors and
-torch elsewhere. See ``fsray.wkv.reference`` for the math and the shape conventions.
+Backends: ``reference`` (per-token autograd loop), ``torch`` (exact chunked formulation in plain torch
+ops, ``fsray.wkv.chunked``), ``compiled`` (the per-token loop compiled by numba with a hand-written
+backward, ``fsray.wkv.compiled``: the fastest CPU path at every shape measured in bench/wkv_cpu.py),
+``triton`` (GPU kernel, ``fsray.wkv.triton_kernel``), ``fla`` (flash-linear-attention's chunk_rwkv7, an
+optional extra). ``auto`` picks triton on CUDA tensors, compiled on CPU tensors (torch if numba is
+missing). See ``fsray.wkv.reference`` for the math and the shape conventions.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ from __future__ import annotations
 import torch
 
 from ..errors import UsageError
+from . import compiled
 from .chunked import wkv7_chunked
 from .reference import wkv7_reference
 
-BACKENDS = ("auto", "reference", "torch", "triton", "fla")
+BACKENDS = ("auto", "reference", "torch", "compiled", "triton", "fla")
 
 
 def _check(r, logw, k, v, a, b, s0) -> None:
@@ -42,7 +45,13 @@ def _fla(r, logw, k, v, a, b, s0):
     return wkv7_fla(r, logw, k, v, a, b, s0)
 
 
-_IMPLS = {"reference": wkv7_reference, "torch": wkv7_chunked, "triton": _triton, "fla": _fla}
+_IMPLS = {
+    "reference": wkv7_reference,
+    "torch": wkv7_chunked,
+    "compiled": compiled.wkv7_compiled,
+    "triton": _triton,
+    "fla": _fla,
+}
 
 
 def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
@@ -55,7 +64,9 @@ def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
         raise UsageError(f"unknown WKV backend {backend!r}; choose from {', '.join(BACKENDS)}")
     _check(r, logw, k, v, a, b, s0)
     if backend == "auto":
-        backend = "triton" if r.is_cuda else "torch"
+        backend = "triton" if r.is_cuda else ("compiled" if compiled.available() else "torch")
+    elif backend == "compiled" and r.device.type != "cpu":
+        raise UsageError(f"WKV backend 'compiled' runs on CPU tensors only, got {r.device}")
     y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
     state_dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
     return y.to(r.dtype), sT.to(state_dtype)

@@ -1,0 +1,223 @@
+"""WKV7 as one compiled per-token loop in C: the fast CPU path.
+
+At the tiny models' shapes (head size 16-32, prompts of tens of tokens) the chunked torch path
+(``fsray.wkv.chunked``) spends its time on the fixed cost of ~100 tensor operations per call, not on
+arithmetic (a call is ~10 Mflop). ``cpu_kernel.c`` runs the recurrence of ``fsray.wkv.reference`` as
+plain loops, one (batch, head) pair at a time, with the backward written by hand (the formulas are at
+the top of ``cpu_kernel.h``). Head sizes 8/16/32/64 compile to constant-length loops that the compiler
+unrolls and vectorises; any head size up to 64 works.
+
+The forward keeps every state when they fit in ``FULL_STATES_BYTES`` (the backward then recomputes
+nothing), else one state every ``CHECKPOINT`` tokens, recomputed stretch by stretch in the backward.
+
+Build: at first use the C file is compiled with the system C compiler (``$CC``, else ``cc``) into
+``$FSRAY_CACHE_DIR`` (default ``~/.cache/fsray``)/kernels, named by a hash of the source, the flags and
+this CPU's feature flags (``-march=native`` code must not run on another CPU model sharing the
+directory). The library is written to a temporary name and renamed, so concurrent Ray workers never
+load a half-written file. Without a compiler, ``available()`` is False with the reason, and the
+``auto`` backend uses the chunked torch path instead.
+
+Arithmetic is in the inputs' dtype (float32, or float64 for gradcheck) in the reference's order of
+operations, except that sums may be reassociated to vectorise; NaN and inf still propagate (no
+``-ffinite-math-only``), so a diverging run is still seen.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ..errors import UsageError
+
+CHECKPOINT = 32
+# Below this size the forward keeps every state and the backward recomputes nothing.
+FULL_STATES_BYTES = 64 << 20
+MAX_N = 64  # the C file's MAX_N: per-head state and scratch live on the stack
+
+_SRC = Path(__file__).with_name("cpu_kernel.c")
+_HDR = Path(__file__).with_name("cpu_kernel.h")
+# Reassociation lets the dot products vectorise; no -ffinite-math-only, so NaN/inf propagate.
+_FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-signed-zeros", "-fno-trapping-math",
+          "-fassociative-math", "-ffp-contract=fast", "-shared", "-fPIC"]
+
+_lock = threading.Lock()
+_lib = None
+_error: str | None = None
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # (owner pid, pool)
+
+
+def _cpu_signature() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("FSRAY_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "fsray")
+    return Path(root) / "kernels"
+
+
+def _build() -> ctypes.CDLL:
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if not cc:
+        raise RuntimeError("no C compiler found (set CC, or install gcc)")
+    key = hashlib.sha256()
+    for part in (_SRC.read_bytes(), _HDR.read_bytes(), " ".join(_FLAGS).encode(), cc.encode(),
+                 _cpu_signature().encode()):
+        key.update(part)
+    out = _cache_dir() / f"wkv7_cpu_{key.hexdigest()[:16]}.so"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+        os.close(fd)
+        try:
+            proc = subprocess.run([cc, *_FLAGS, str(_SRC), "-o", tmp], capture_output=True, text=True)
+            if proc.returncode:
+                first = (proc.stderr.strip().splitlines() or ["(no output)"])[0]
+                raise RuntimeError(f"compiling {_SRC.name} with {cc} failed: {first}")
+            os.replace(tmp, out)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    lib = ctypes.CDLL(str(out))
+    L, I, P = ctypes.c_long, ctypes.c_int, ctypes.c_void_p
+    for suf in ("f32", "f64"):
+        fwd = getattr(lib, f"wkv7_forward_{suf}")
+        fwd.argtypes = [L] * 6 + [P] * 11 + [L, L, I]
+        fwd.restype = I
+        bwd = getattr(lib, f"wkv7_backward_{suf}")
+        bwd.argtypes = [L] * 6 + [P] * 8 + [L] + [P] * 2 + [L, I] + [P] * 7
+        bwd.restype = I
+    return lib
+
+
+def _library() -> ctypes.CDLL | None:
+    global _lib, _error
+    if _lib is None and _error is None:
+        with _lock:
+            if _lib is None and _error is None:
+                try:
+                    _lib = _build()
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+                    _error = str(exc)
+    return _lib
+
+
+def available() -> bool:
+    """True when the C kernel is built (or builds now) on this machine."""
+    return _library() is not None
+
+
+def unavailable_reason() -> str | None:
+    _library()
+    return _error
+
+
+def _run(fn, n_heads: int) -> None:
+    """Call fn(bh_begin, bh_end) over all heads, split across torch's thread budget (ctypes
+    releases the GIL, so Python threads run the C code in parallel)."""
+    global _pool
+    n = min(torch.get_num_threads(), n_heads)
+    if n <= 1:
+        codes = [fn(0, n_heads)]
+    else:
+        # a forked child inherits the pool object but not its threads: make a new one there
+        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n:
+            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=n, thread_name_prefix="fsray-wkv7"))
+        edges = [n_heads * i // n for i in range(n + 1)]
+        futures = [_pool[1].submit(fn, edges[i], edges[i + 1]) for i in range(n)]
+        codes = [f.result() for f in futures]
+    if any(codes):
+        raise RuntimeError(f"WKV7 C kernel failed with code {max(codes, key=abs)}")
+
+
+def _ptr(x: torch.Tensor) -> int:
+    return x.data_ptr()
+
+
+class _CompiledWKV7(torch.autograd.Function):
+    """Inputs contiguous, in the compute dtype; s0 may be None."""
+
+    @staticmethod
+    def forward(ctx, r, logw, k, v, a, b, s0):
+        B, T, H, N = r.shape
+        lib = _library()
+        suf = "f64" if r.dtype == torch.float64 else "f32"
+        w = torch.exp(logw)
+        s0_ = r.new_zeros(B, H, N, N) if s0 is None else s0
+        y, u = torch.empty_like(r), torch.empty_like(r)
+        sT = r.new_empty(B, H, N, N)
+        full = B * H * (T + 1) * N * N * r.element_size() <= FULL_STATES_BYTES
+        n_states = T + 1 if full else -(-T // CHECKPOINT)
+        states = r.new_empty(B, H, n_states, N, N)
+        fn = getattr(lib, f"wkv7_forward_{suf}")
+        ptrs = [_ptr(x) for x in (r, w, k, v, a, b, s0_, y, sT, u, states)]
+
+        def call(lo, hi):
+            return fn(B, T, H, N, lo, hi, *ptrs, n_states, CHECKPOINT, int(full))
+
+        _run(call, B * H)
+        ctx.save_for_backward(r, w, k, v, a, b, u, states)
+        ctx.meta = (n_states, full, s0 is None)
+        return y, sT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dsT):
+        r, w, k, v, a, b, u, states = ctx.saved_tensors
+        n_states, full, no_s0 = ctx.meta
+        B, T, H, N = r.shape
+        lib = _library()
+        suf = "f64" if r.dtype == torch.float64 else "f32"
+        dy = dy.to(r.dtype).contiguous()
+        dsT = dsT.to(r.dtype).contiguous()
+        grads = [torch.empty_like(r) for _ in range(6)]  # dr dw dk dv da db
+        ds0 = r.new_empty(B, H, N, N)
+        fn = getattr(lib, f"wkv7_backward_{suf}")
+        ins = [_ptr(x) for x in (r, w, k, v, a, b, u, states)]
+        outs = [_ptr(g) for g in grads] + [_ptr(ds0)]
+
+        def call(lo, hi):
+            return fn(B, T, H, N, lo, hi, *ins, n_states, _ptr(dy), _ptr(dsT), CHECKPOINT, int(full), *outs)
+
+        _run(call, B * H)
+        dr, dw, dk, dv, da, db = grads
+        dlogw = dw.mul_(w)  # d/dlogw of exp(logw)
+        return dr, dlogw, dk, dv, da, db, (None if no_s0 else ds0)
+
+
+def wkv7_compiled(r, logw, k, v, a, b, s0=None):
+    """Compiled per-token WKV7 on CPU tensors. Inputs [B, T, H, N]; s0, sT [B, H, N, N] ([value, key]).
+
+    Computes in float32 (float64 for float64 r); differentiable in every input, s0 included (once:
+    the backward is a compiled kernel, not autograd ops).
+    """
+    if not available():
+        raise UsageError(f"WKV backend 'compiled' is unavailable: {_error}")
+    B, T, H, N = r.shape
+    if N > MAX_N:
+        raise UsageError(f"WKV backend 'compiled' supports head size up to {MAX_N}, got {N}")
+    if r.device.type != "cpu":
+        raise UsageError(f"WKV backend 'compiled' runs on CPU tensors only, got {r.device}")
+    dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
+    r, logw, k, v, a, b = (t.to(dtype).contiguous() for t in (r, logw, k, v, a, b))
+    s0 = None if s0 is None else s0.to(dtype).contiguous()
+    if T == 0 or B * H == 0:
+        sT = r.new_zeros(B, H, N, N) if s0 is None else s0
+        return r.new_zeros(B, T, H, N), sT
+    return _CompiledWKV7.apply(r, logw, k, v, a, b, s0)
