@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 
@@ -190,3 +191,30 @@ def test_objectives_from_analysis_statistics():
     assert bt["objective"] == pytest.approx(float(rate_change_interval(0, 5, 0, 0)[0])) and bt["objective"] > 0
     mixed = [_pair(0, True, True), _pair(1, True, False), _pair(2, False, True), _pair(3, False, False)]
     assert config_stats(mixed, ObjectiveSection(kind="breakthrough_lower_bound"))["objective"] < 0
+
+
+def test_single_writer_waits_for_a_previous_writer_to_exit(tmp_path, monkeypatch):
+    """A killed search's store actor can outlive its driver; a resumed store must not read the
+    results until that writer is gone, or it misses its last records and retrains their seeds."""
+    import subprocess
+    import sys
+
+    from fsray.search import store as store_mod
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from fsray.search.store import take_writer_lock\n"
+         f"fh = take_writer_lock({str(run)!r}); print('locked', flush=True); time.sleep(float(sys.argv[1]))",
+         "1.5"],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(store_mod.WriterBusy, match=r"still being written by another fsray process \(pid"):
+        store_mod.take_writer_lock(run, wait_s=0.3)
+    t = time.monotonic()
+    store = ResultsStore(str(run), str(tmp_path / "cache"), single_writer=True)  # waits for the exit
+    assert holder.wait() == 0 and time.monotonic() - t > 0.5
+    with pytest.raises(store_mod.WriterBusy):  # and now it holds the lock itself
+        store_mod.take_writer_lock(run, wait_s=0.0)
+    del store

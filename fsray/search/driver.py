@@ -217,11 +217,19 @@ def _store_actor(run_dir: Path, space: SearchSpace):
 
     from fsray.search.store import ResultsStore
 
+    from fsray.search.store import WriterBusy, take_writer_lock
+
+    # A killed run's store actor can outlive its driver for a few seconds: wait for it here, where a
+    # timeout is one clear error, before the new actor takes the lock for good.
+    try:
+        take_writer_lock(run_dir).close()
+    except WriterBusy as exc:
+        raise UsageError(str(exc)) from None
     # One writer, pinned to this node so the files land in this run directory.
     node = ray.get_runtime_context().get_node_id()
     Actor = ray.remote(num_cpus=0, max_concurrency=1)(ResultsStore)
     return Actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
-        str(run_dir), space.baseline_cache, space.objective.model_dump())
+        str(run_dir), space.baseline_cache, space.objective.model_dump(), single_writer=True)
 
 
 def _write_space(run_dir: Path, space: SearchSpace) -> None:

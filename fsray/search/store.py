@@ -6,29 +6,71 @@ a (config, seed, stage) that has a record is never trained again, which is what 
 content-addressed cache directory shared by all searches: ``<cache>/<baseline_key>.json``.
 
 In a search the store runs as one Ray actor pinned to the driver's node, so trials on any node of
-a cluster append through it and there is exactly one writer of each file.
+a cluster append through it and there is exactly one writer of each file. That actor also holds an
+exclusive lock on ``<run>/.writer.lock`` for its lifetime: after a SIGKILL of the driver, the old
+run's actor can outlive it by a few seconds and still append what its trials finish, so a
+``--resume`` waits for that lock (the old writer's exit) before it reads ``results.jsonl``;
+otherwise it would miss those records and train their seeds again.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from analysis.schema import append_record, read_records
 
 RESULTS = "results.jsonl"
 BASELINE_LOG = "baselines.jsonl"  # which baselines this search trained itself
+WRITER_LOCK = ".writer.lock"
+WRITER_WAIT_S = 60.0  # how long a new writer waits for an old one to exit
+
+
+class WriterBusy(RuntimeError):
+    """Another live process holds the run directory's writer lock."""
+
+
+def take_writer_lock(run_dir: Path, wait_s: float = WRITER_WAIT_S):
+    """Open and exclusively lock ``<run_dir>/.writer.lock``, waiting up to ``wait_s`` for a previous
+    holder to exit; returns the open file (the lock lives as long as it stays open)."""
+    fh = open(Path(run_dir) / WRITER_LOCK, "a+")
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                fh.close()
+                raise WriterBusy(
+                    f"{run_dir} is still being written by another fsray process ({holder}) after "
+                    f"{wait_s:.0f} s: stop it, or wait for it to finish, then --resume"
+                ) from None
+            time.sleep(0.2)
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    fh.flush()
+    return fh
 
 
 class ResultsStore:
-    def __init__(self, run_dir: str, cache_dir: str, objective: dict | None = None):
+    def __init__(self, run_dir: str, cache_dir: str, objective: dict | None = None,
+                 single_writer: bool = False):
+        """single_writer: hold the run directory's writer lock for this object's lifetime (the
+        search's store actor does), waiting first for any previous writer to exit."""
         self.objective = objective
         self.run_dir = Path(run_dir)
         self.cache_dir = Path(cache_dir).expanduser()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._writer_lock = take_writer_lock(self.run_dir) if single_writer else None
         self.path = self.run_dir / RESULTS
         self.records: list[dict] = []
         self.problems: list[str] = []
