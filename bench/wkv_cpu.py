@@ -31,8 +31,8 @@ from fsray.wkv.reference import wkv7_reference  # noqa: E402
 SHAPES = {
     "issue (B8 T512 H4 N64)": (8, 512, 4, 64),
     "tiny model (B32 T133 H4 N32)": (32, 133, 4, 32),
-    "embedded default prompt (B32 T21 H4 N16)": (32, 21, 4, 16),
-    "embedded default answer (B32 T3 H4 N16)": (32, 3, 4, 16),
+    "embedded default prompt (B32 T26 H4 N16)": (32, 26, 4, 16),
+    "embedded default answer (B32 T2 H4 N16)": (32, 2, 4, 16),
 }
 
 
@@ -81,7 +81,7 @@ def bench_shape(label, shape, reps, ref_reps, sweep):
 
     t_fast = best_time(lambda: fwd_bwd(wkv7_chunked, xs, gy, gs), reps)
     C = pick_chunk(shape[1], xs[1])
-    line = (f"{label:36s} reference {t_ref * 1e3:8.1f} ms | torch {t_fast * 1e3:7.1f} ms {t_ref / t_fast:5.1f}x "
+    line = (f"{label:42s} reference {t_ref * 1e3:8.1f} ms | torch {t_fast * 1e3:7.1f} ms {t_ref / t_fast:5.1f}x "
             f"(chunk {C:2d}, err {err(fast):.1e})")
     errs = [err(fast)]
     if compiled.available():
@@ -94,7 +94,7 @@ def bench_shape(label, shape, reps, ref_reps, sweep):
     if sweep:
         for chunk in (8, 16, 32, 64):
             t = best_time(lambda: fwd_bwd(lambda *a: wkv7_chunked(*a, chunk=chunk), xs, gy, gs), reps)
-            print(f"{'':36s}   chunk <= {chunk:2d}: torch {t * 1e3:7.1f} ms  {t_ref / t:5.1f}x", flush=True)
+            print(f"{'':42s}   chunk <= {chunk:2d}: torch {t * 1e3:7.1f} ms  {t_ref / t:5.1f}x", flush=True)
     return max(errs)
 
 
