@@ -139,6 +139,7 @@ def test_builds_into_its_cache_and_falls_back_without_a_compiler(tmp_path):
     fallback = _in_fresh_process(probe, no_cc)
     assert fallback.returncode == 0, fallback.stderr
     assert fallback.stdout.split() == ["False", "False", "True"]
+    assert "compiled WKV7 CPU kernel is unavailable" in fallback.stderr and "no-such-cc" in fallback.stderr
     refused = _in_fresh_process(
         "import torch; from fsray.errors import UsageError; from fsray.wkv import wkv7\n"
         "x = [torch.randn(1, 3, 1, 4) for _ in range(6)]\n"

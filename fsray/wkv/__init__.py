@@ -10,6 +10,8 @@ missing). See ``fsray.wkv.reference`` for the math and the shape conventions.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..errors import UsageError
@@ -45,6 +47,17 @@ def _fla(r, logw, k, v, a, b, s0):
     return wkv7_fla(r, logw, k, v, a, b, s0)
 
 
+def _fallback() -> str:
+    """The CPU path when the C kernel cannot be built: say so once, since it is ~3x slower."""
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(f"fsray: the compiled WKV7 CPU kernel is unavailable ({compiled.unavailable_reason()}); "
+                      "using the slower pure-torch path", RuntimeWarning, stacklevel=3)
+    return "torch"
+
+
+_warned = False
 _IMPLS = {
     "reference": wkv7_reference,
     "torch": wkv7_chunked,
@@ -64,7 +77,7 @@ def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
         raise UsageError(f"unknown WKV backend {backend!r}; choose from {', '.join(BACKENDS)}")
     _check(r, logw, k, v, a, b, s0)
     if backend == "auto":
-        backend = "triton" if r.is_cuda else ("compiled" if compiled.available() else "torch")
+        backend = "triton" if r.is_cuda else ("compiled" if compiled.available() else _fallback())
     elif backend == "compiled" and r.device.type != "cpu":
         raise UsageError(f"WKV backend 'compiled' runs on CPU tensors only, got {r.device}")
     y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
