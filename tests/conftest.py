@@ -38,7 +38,12 @@ def ray_local():
 
 @pytest.fixture(scope="session")
 def upstream_dir() -> Path:
-    """The researchers' real result files (../shared beside the repo); skipped where absent."""
+    """The researchers' real result files (../shared beside the repo). Skipped, saying so, where absent;
+    a failure where FSRAY_REQUIRE_UPSTREAM=1 (set by .ci/run: CI has ../shared, so there a missing
+    directory is a broken checkout, not a reason to skip)."""
     if not UPSTREAM.is_dir():
-        pytest.skip(f"{UPSTREAM} not found: the researchers' fixtures live in ../shared (CI has it)")
+        message = f"{UPSTREAM} not found: the researchers' fixtures live in ../shared (CI has it)"
+        if os.environ.get("FSRAY_REQUIRE_UPSTREAM") == "1":
+            pytest.fail(message + "; FSRAY_REQUIRE_UPSTREAM=1 requires it")
+        pytest.skip(message)
     return UPSTREAM

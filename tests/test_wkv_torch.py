@@ -214,11 +214,14 @@ def test_double_backward_is_refused_not_silently_wrong():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("backend", ["torch", "fla"])
 def test_gpu_backends_match_reference(backend):
-    """Where a GPU is lent: the torch path on CUDA tensors, and fla's layout/decay mapping."""
-    if backend == "fla" and importlib.util.find_spec("fla") is None:
-        pytest.skip("flash-linear-attention is not installed")
+    """Where a GPU is lent: the torch path on CUDA tensors, and fla's layout/decay mapping (or, where
+    the optional extra is not installed, the one clear error that says how to get it)."""
     inputs = make_inputs(2, 100, 2, 64, s0=True)
     cpu = [inputs[n].detach() for n in NAMES]
+    if backend == "fla" and importlib.util.find_spec("fla") is None:
+        with pytest.raises(UsageError, match="flash-linear-attention"):
+            wkv7(*[x.cuda() for x in cpu], backend=backend)
+        return
     y_ref, s_ref = wkv7_reference(*cpu)
     y, s = wkv7(*[x.cuda() for x in cpu], backend=backend)
     tol = 1e-5 if backend == "torch" else 2e-3  # fla computes the intra-chunk products in tf32/bf16
