@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -117,8 +118,6 @@ def test_refuses_what_it_cannot_do():
 
 
 def _in_fresh_process(code: str, env_extra: dict) -> subprocess.CompletedProcess:
-    import os
-
     env = {**os.environ, **env_extra}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
 

@@ -215,9 +215,7 @@ def _store_actor(run_dir: Path, space: SearchSpace):
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from fsray.search.store import ResultsStore
-
-    from fsray.search.store import WriterBusy, take_writer_lock
+    from fsray.search.store import ResultsStore, WriterBusy, take_writer_lock
 
     # A killed run's store actor can outlive its driver for a few seconds: wait for it here, where a
     # timeout is one clear error, before the new actor takes the lock for good.

@@ -1,15 +1,16 @@
 """The WKV7 operator ``(r, logw, k, v, a, b, s0) -> (y, sT)`` behind one dispatch.
 
 Backends: ``reference`` (per-token autograd loop), ``torch`` (exact chunked formulation in plain torch
-ops, ``fsray.wkv.chunked``), ``compiled`` (the per-token loop compiled by numba with a hand-written
+ops, ``fsray.wkv.chunked``), ``compiled`` (the per-token loop in C, built at first use, with a hand-written
 backward, ``fsray.wkv.compiled``: the fastest CPU path at every shape measured in bench/wkv_cpu.py),
 ``triton`` (GPU kernel, ``fsray.wkv.triton_kernel``), ``fla`` (flash-linear-attention's chunk_rwkv7, an
-optional extra). ``auto`` picks triton on CUDA tensors, compiled on CPU tensors (torch if numba is
-missing). See ``fsray.wkv.reference`` for the math and the shape conventions.
+optional extra). ``auto`` picks triton on CUDA tensors, compiled on CPU tensors (torch, with a warning,
+where no C compiler can build it). See ``fsray.wkv.reference`` for the math and the shape conventions.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
@@ -47,17 +48,14 @@ def _fla(r, logw, k, v, a, b, s0):
     return wkv7_fla(r, logw, k, v, a, b, s0)
 
 
+@functools.cache
 def _fallback() -> str:
-    """The CPU path when the C kernel cannot be built: say so once, since it is ~3x slower."""
-    global _warned
-    if not _warned:
-        _warned = True
-        warnings.warn(f"fsray: the compiled WKV7 CPU kernel is unavailable ({compiled.unavailable_reason()}); "
-                      "using the slower pure-torch path", RuntimeWarning, stacklevel=3)
+    """The CPU path when the C kernel cannot be built: said once (cached), since it is ~3x slower."""
+    warnings.warn(f"fsray: the compiled WKV7 CPU kernel is unavailable ({compiled.unavailable_reason()}); "
+                  "using the slower pure-torch path", RuntimeWarning, stacklevel=3)
     return "torch"
 
 
-_warned = False
 _IMPLS = {
     "reference": wkv7_reference,
     "torch": wkv7_chunked,
@@ -78,8 +76,6 @@ def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
     _check(r, logw, k, v, a, b, s0)
     if backend == "auto":
         backend = "triton" if r.is_cuda else ("compiled" if compiled.available() else _fallback())
-    elif backend == "compiled" and r.device.type != "cpu":
-        raise UsageError(f"WKV backend 'compiled' runs on CPU tensors only, got {r.device}")
     y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
     state_dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
     return y.to(r.dtype), sT.to(state_dtype)

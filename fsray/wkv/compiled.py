@@ -54,7 +54,7 @@ _FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fno-signed-zeros", "-fno-
 _lock = threading.Lock()
 _lib = None
 _error: str | None = None
-_pool: tuple[int, ThreadPoolExecutor] | None = None  # (owner pid, pool)
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None  # (owner pid, threads, pool)
 
 
 def _cpu_signature() -> str:
@@ -137,10 +137,10 @@ def _run(fn, n_heads: int) -> None:
         codes = [fn(0, n_heads)]
     else:
         # a forked child inherits the pool object but not its threads: make a new one there
-        if _pool is None or _pool[0] != os.getpid() or _pool[1]._max_workers < n:
-            _pool = (os.getpid(), ThreadPoolExecutor(max_workers=n, thread_name_prefix="fsray-wkv7"))
+        if _pool is None or _pool[0] != os.getpid() or _pool[1] < n:
+            _pool = (os.getpid(), n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="fsray-wkv7"))
         edges = [n_heads * i // n for i in range(n + 1)]
-        futures = [_pool[1].submit(fn, edges[i], edges[i + 1]) for i in range(n)]
+        futures = [_pool[2].submit(fn, edges[i], edges[i + 1]) for i in range(n)]
         codes = [f.result() for f in futures]
     if any(codes):
         raise RuntimeError(f"WKV7 C kernel failed with code {max(codes, key=abs)}")
