@@ -31,7 +31,7 @@ import pandas as pd
 
 from . import legacy
 from .errors import AnalysisInputError
-from .schema import SCHEMA, read_records, validate_record
+from .schema import SCHEMA, read_records, record_semantics, semantics_mismatch, validate_record
 
 COLUMNS = (
     "source", "line", "task", "config", "config_hash", "stage", "seed",
@@ -272,13 +272,21 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
     # read_records drops line numbers of the good records: recover them for messages.
     lines = _record_lines(path)
     rows = []
+    old_semantics = 0
     for k, rec in enumerate(res.records):
         base, fs = rec.get("baseline"), rec.get("fs")
         chance = rec.get("chance") or {}
+        chash = str(rec["config_hash"])
+        label = str(rec.get("config_label") or f"cfg {chash[:8]}")
+        if semantics_mismatch(rec) is not None:
+            # same knobs, another transform: a configuration of its own, never pooled with today's
+            old_semantics += 1
+            v = record_semantics(rec)
+            chash, label = f"{chash}~fs{v}", f"{label} [FS semantics {v}]"
         row = {
             "source": str(path), "line": lines[k] if k < len(lines) else 0,
-            "task": str(rec["task"]), "config_hash": str(rec["config_hash"]),
-            "config": str(rec.get("config_label") or f"cfg {str(rec['config_hash'])[:8]}"),
+            "task": str(rec["task"]), "config_hash": chash,
+            "config": label,
             "stage": str(rec.get("stage") or "selection"), "seed": int(rec["seed"]),
             "status": rec["status"], "trial_id": rec.get("trial_id"),
             "failure": rec.get("failure") or (base or {}).get("failure") or (fs or {}).get("failure"),
@@ -293,6 +301,9 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             b, f = _run_metric(base, key), _run_metric(fs, key)
             row[f"base_{short}"], row[f"fs_{short}"], row[f"d_{short}"] = b, f, f - b
         rows.append(row)
+    if old_semantics:
+        out.notes.append(f"{path}: {old_semantics} record(s) of input-gate configurations made under an "
+                         f"older FS semantics are reported apart (labelled [FS semantics N])")
     return rows
 
 

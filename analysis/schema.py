@@ -23,6 +23,7 @@ Record, schema ``fsray.paired/1``::
       "baseline": RunResult,                   # the no_fs run (null when status is noop/failed early)
       "fs": RunResult,                         # the prompt_fs run (for noop: a copy of baseline)
       "model": {...}, "budget": {...},         # optional: what determined the runs
+      "fs_semantics": 2,                       # version of the FS transform's meaning (below)
       "code_version": "0.1.0+g1234abc",
       "time": "2026-11-25T18:00:00Z"
     }
@@ -37,6 +38,13 @@ RunResult::
      "cached": bool}                                          # baseline reused from the cache
 
 Paired deltas are always ``fs - baseline``: d_acc (token accuracy), d_loss, d_seq.
+
+``fs_semantics`` says what the FS knobs in ``config`` meant when the record was made; a record
+without it predates the field and is version 1. Version 1 (fsray before 2026-12-02) computed the input
+gate as a product of two sigmoids over layer i's ln1 output; version 2 is the researchers' definition
+(SPEC §4: one sigmoid over the sum, on layer i's input). Per-head records of version 1 carry an
+explicit ``head_alpha_init`` (then 0.0), which version 2 honours, so only input-gate records changed
+meaning: ``semantics_mismatch`` names them, and readers keep them apart (never pooled with version 2).
 """
 
 from __future__ import annotations
@@ -55,6 +63,28 @@ STAGES = ("selection", "confirmation", "train", "import")
 STATUSES = ("ok", "failed", "noop")
 METRICS = ("token_acc", "loss", "seq_acc")
 DELTA_NAMES = {"token_acc": "d_acc", "loss": "d_loss", "seq_acc": "d_seq"}
+
+
+FS_SEMANTICS = 2
+
+
+def record_semantics(rec: dict) -> int:
+    v = rec.get("fs_semantics", 1)
+    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+
+def semantics_mismatch(rec: dict) -> str | None:
+    """Why ``rec``'s FS configuration means something else under ``FS_SEMANTICS`` (None if it does
+    not: no FS, a version-2 record, or a version-1 record without the input gate)."""
+    version, config = record_semantics(rec), rec.get("config") or {}
+    if version == FS_SEMANTICS or not config:
+        return None
+    if version == 1:
+        if config.get("fs_input_gate"):
+            return ("its fs_input_gate was fsray's FS semantics 1 (two sigmoids on the ln1 output), "
+                    f"not the researchers' gate (semantics {FS_SEMANTICS})")
+        return None
+    return f"unknown fs_semantics {rec.get('fs_semantics')!r} (this version knows 1 and {FS_SEMANTICS})"
 
 
 def _finite_or_none(x: Any) -> float | None:

@@ -4,18 +4,23 @@
 
     base = prev.detach() if fs_detach else prev
     if fs_norm: base = base / rms(base over N x N, per head).clamp_min(1e-6)
-    g = seed_scale * schedule(i) * sigmoid(alpha[i])
-        (* sigmoid(alpha_head[i, h])                                 fs_variant = "head")
-        (* sigmoid(<x_last, fs_in_w[i]> / sqrt(C) + fs_in_b[i])       fs_input_gate, per sample)
+    logit = alpha[i]
+    if fs_input_gate: logit = logit + <x_last, fs_in_w[i]> / sqrt(C) + fs_in_b[i]     (per sample)
+    g = seed_scale * schedule(i) * sigmoid(logit)
+    if fs_variant == "head": g = g * sigmoid(alpha_head[i, h])
     fs = base * g;  if fs_clip > 0: fs = fs.clamp(-fs_clip, fs_clip)
 
-``x_last`` is layer i's own ln1 output (the normalised input of its time mixing) at the last real
-prompt position. It is computed before layer i's recurrence runs, so the gate sees the whole prompt as
-layer i-1 left it. With ``fs_detach`` it is detached too: then no gradient at all flows from a seed
-into the layers below (only into the gate parameters).
+This is the researchers' definition (their ``rwkv7_g1d.py``): the input gate shifts the one scalar
+logit rather than multiplying a second sigmoid in, and the per-head logits start at ``alpha_init``
+(``FSConfig.head_logit_init``), so a per-head gate starts at sigmoid(alpha_init)^2.
+
+``x_last`` is the *input* of layer i, the residual stream as layer i-1 left it (before layer i's
+ln1), at the last real prompt position. With ``fs_detach`` it is detached too: then no gradient at all
+flows from a seed into the layers below (only into the gate parameters).
 
 The gate parameters are trainable ``nn.Parameter``s when ``alpha_lr > 0`` and fixed buffers otherwise.
-``fs_in_w`` starts at zero, so the input gate starts input-independent at sigmoid(input_gate_bias_init).
+``fs_in_w`` starts at zero and ``fs_in_b`` at ``input_gate_bias_init`` (0), so at the start the input
+gate adds nothing and the gate is the scalar one.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ class FutureSeed(nn.Module):
         trainable = cfg.alpha_lr > 0
         self._add("alpha", torch.full((n_layer,), float(cfg.alpha_init)), trainable)
         if cfg.fs_variant == "head":
-            self._add("alpha_head", torch.full((n_layer, n_head), float(cfg.head_alpha_init)), trainable)
+            self._add("alpha_head", torch.full((n_layer, n_head), float(cfg.head_logit_init())), trainable)
         else:
             self.alpha_head = None
         if cfg.fs_input_gate:
@@ -65,17 +70,17 @@ class FutureSeed(nn.Module):
 
     def gate(self, layer: int, x_last: torch.Tensor | None = None) -> torch.Tensor:
         """The full gate g for ``layer``, shaped to broadcast over [B, H, N, N]."""
-        cfg = self.cfg
-        g = self.scalar_gate(layer) * torch.sigmoid(self.alpha[layer]).reshape(1, 1, 1, 1)
-        if self.alpha_head is not None:
-            g = g * torch.sigmoid(self.alpha_head[layer]).reshape(1, -1, 1, 1)
+        logit = self.alpha[layer].float().reshape(1)
         if self.fs_in_w is not None:
             if x_last is None:
-                raise UsageError("fs_input_gate needs x_last (the layer's ln1 output at the last prompt token)")
-            if cfg.fs_detach:
+                raise UsageError("fs_input_gate needs x_last (the layer's input at the last prompt token)")
+            if self.cfg.fs_detach:
                 x_last = x_last.detach()
-            logit = (x_last.float() @ self.fs_in_w[layer].float()) / math.sqrt(self.d_model) + self.fs_in_b[layer].float()
-            g = g * torch.sigmoid(logit).reshape(-1, 1, 1, 1)
+            logit = logit + (x_last.float() @ self.fs_in_w[layer].float()) / math.sqrt(self.d_model) \
+                + self.fs_in_b[layer].float()
+        g = self.scalar_gate(layer) * torch.sigmoid(logit).reshape(-1, 1, 1, 1)
+        if self.alpha_head is not None:
+            g = g * torch.sigmoid(self.alpha_head[layer]).reshape(1, -1, 1, 1)
         return g
 
     def seed(self, layer: int, prev_state: torch.Tensor, x_last: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,6 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 
+# The version of FS semantics this code implements; records carry it (see analysis.schema).
+from analysis.schema import FS_SEMANTICS  # noqa: E402,F401  (re-exported)
+
+
 class FSConfig(BaseModel):
     """Knobs of the FS transform (names as researchers use them).
 
@@ -21,10 +25,12 @@ class FSConfig(BaseModel):
 
         base = prev.detach() if fs_detach else prev
         if fs_norm: base = base / rms(base).clamp_min(1e-6)        # per head, over N x N
-        g = seed_scale * schedule(i) * sigmoid(alpha[i])
+        logit = alpha[i]  (+ <x_last, fs_in_w[i]>/sqrt(C) + fs_in_b[i] if fs_input_gate, per sample)
+        g = seed_scale * schedule(i) * sigmoid(logit)
             (* sigmoid(alpha_head[i, h]) if fs_variant == "head")
-            (* sigmoid(<x_last, fs_in_w[i]>/sqrt(C) + fs_in_b[i]) if fs_input_gate)
         fs = base * g; if fs_clip > 0: fs = fs.clamp(-fs_clip, fs_clip)
+
+    These are the researchers' semantics (their ``rwkv7_g1d.py``; SPEC §4), version ``FS_SEMANTICS``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -41,8 +47,10 @@ class FSConfig(BaseModel):
     seed_scale: float = 1.0
     fs_variant: Literal["scalar", "head"] = "scalar"
     fs_input_gate: bool = False       # per-sample gate from the last prompt token
-    head_alpha_init: float = 0.0      # initial per-head gate logit (fs_variant = head)
-    input_gate_bias_init: float = 0.0  # initial input-gate bias logit
+    # initial per-head gate logit (fs_variant = head); None = alpha_init, the researchers' default,
+    # so the per-head gate starts at sigmoid(alpha_init)^2. An explicit value wins.
+    head_alpha_init: float | None = None
+    input_gate_bias_init: float = 0.0  # initial fs_in_b (the researchers start it at 0)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -68,6 +76,10 @@ class FSConfig(BaseModel):
                 f"fs_alpha_min ({self.fs_alpha_min}) must be <= fs_alpha_max ({self.fs_alpha_max})"
             )
         return self
+
+    def head_logit_init(self) -> float:
+        """The per-head gate's initial logit: ``head_alpha_init``, or ``alpha_init`` when unset."""
+        return self.alpha_init if self.head_alpha_init is None else self.head_alpha_init
 
     def first_layer(self) -> int:
         return max(1, self.fs_layer_start)

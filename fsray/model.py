@@ -376,7 +376,8 @@ class RWKV7(nn.Module):
             xa = block.ln1(x)
             s0 = given.wkv if given is not None else None
             if seeder is not None and seeder.is_seeded(i):
-                seed = seeder.seed(i, new_state[i - 1].wkv, shift.last(xa, None))
+                # the input gate reads layer i's input (before ln1) at the last real prompt token
+                seed = seeder.seed(i, new_state[i - 1].wkv, shift.last(x, None))
                 s0 = seed if s0 is None else s0 + seed
             att_x_prev = given.att_x_prev if given is not None else None
             dx, wkv_T, v_first = block.att(xa, shift.prev(xa, att_x_prev), v_first, s0, keep, self.wkv_backend)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 import fsray
 from .data import Batch, TrainStream, collate, eval_batches, indices_digest, worker_slice
 from .errors import UsageError
-from .fsconfig import FSConfig, config_hash
+from .fsconfig import FS_SEMANTICS, FSConfig, config_hash
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_BASE = "embedded:base"  # model.checkpoint value naming the shipped base checkpoint
@@ -532,6 +532,7 @@ def make_record(spec: TrainSpec, fs: FSConfig | None, seed: int, baseline: dict 
         "model": spec.model.model_dump(),
         "budget": spec.budget.model_dump(),
         "task_options": spec.task.options,
+        "fs_semantics": FS_SEMANTICS,
         "code_version": CODE_VERSION,
         "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -89,11 +89,13 @@ def reference_seed(prev, cfg: FSConfig, layer, n_layer, alpha, alpha_head=None, 
             base = prev[bi, h]
             if cfg.fs_norm:
                 base = base / max(math.sqrt((base**2).mean()), 1e-6)
-            g = cfg.seed_scale * sched * sig(float(alpha[layer].detach()))
+            # one sigmoid over the sum (the researchers' input gate), then the per-head factor
+            logit = float(alpha[layer].detach())
+            if x_last is not None:
+                logit += float(x_last[bi].double() @ w[layer].detach().double()) / math.sqrt(x_last.shape[1]) + float(b[layer].detach())
+            g = cfg.seed_scale * sched * sig(logit)
             if alpha_head is not None:
                 g *= sig(float(alpha_head[layer, h].detach()))
-            if x_last is not None:
-                g *= sig(float(x_last[bi].double() @ w[layer].detach().double()) / math.sqrt(x_last.shape[1]) + float(b[layer].detach()))
             fs = base * g
             if cfg.fs_clip > 0:
                 fs = np.clip(fs, -cfg.fs_clip, cfg.fs_clip)
@@ -108,6 +110,7 @@ def reference_seed(prev, cfg: FSConfig, layer, n_layer, alpha, alpha_head=None, 
         FSConfig(fs_clip=0.05, alpha_init=0.5, seed_scale=0.5),
         FSConfig(fs_variant="head", fs_alpha_schedule="cosine", fs_alpha_min=0.3, fs_clip=0.2),
         FSConfig(fs_variant="head", fs_input_gate=True, fs_alpha_schedule="linear", alpha_lr=1e-3),
+        FSConfig(fs_input_gate=True, fs_detach=False, seed_scale=0.5, fs_clip=0.0),
     ],
 )
 def test_seed_matches_independent_reference(cfg):
@@ -146,6 +149,57 @@ def test_model_injects_exactly_the_seed_as_initial_state():
     torch.testing.assert_close(again.logits, out.logits, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("fs_variant", ["scalar", "head"])
+def test_input_gate_reads_the_layer_input_at_the_last_prompt_token(fs_variant):
+    """With non-zero input-gate weights, forward(fs) equals the model run with explicit initial states
+    built by the reference formula from each layer's *input* (before ln1) at the last token. Reading
+    the ln1 output instead (fsray's FS semantics 1) gives different logits, so the choice is pinned."""
+    cfg = FSConfig(fs_input_gate=True, fs_variant=fs_variant, alpha_init=-1.0, fs_clip=0.0, alpha_lr=1e-3)
+    model, idx = random_model(), prompt()
+    fs = model.attach_fs(cfg)
+    with torch.no_grad():
+        fs.fs_in_w.copy_(3.0 * torch.randn(L, C))
+        fs.fs_in_b.copy_(torch.randn(L))
+    inputs, normed = {}, {}
+    hooks = [b.ln1.register_forward_pre_hook(lambda m, args, k=k: inputs.__setitem__(k, args[0][:, -1].detach()))
+             for k, b in enumerate(model.blocks)]
+    hooks += [b.ln1.register_forward_hook(lambda m, a, o, k=k: normed.__setitem__(k, o[:, -1].detach()))
+              for k, b in enumerate(model.blocks)]
+    out = model(idx, fs=cfg)
+    for h in hooks:
+        h.remove()
+
+    def explicit(x_last):
+        state = [LayerState(torch.zeros(2, C), torch.zeros(2, H, N, N), torch.zeros(2, C))]
+        for i in range(1, L):
+            seed = reference_seed(out.state[i - 1].wkv, cfg, i, L, fs.alpha, fs.alpha_head, x_last[i], fs.fs_in_w, fs.fs_in_b)
+            state.append(LayerState(torch.zeros(2, C), seed.float(), torch.zeros(2, C)))
+        return model(idx, state=state).logits
+
+    torch.testing.assert_close(explicit(inputs), out.logits, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(explicit(normed), out.logits, atol=1e-3, rtol=1e-3)
+
+
+def test_gates_at_their_start_follow_the_researchers_defaults():
+    prev = torch.randn(2, H, N, N)
+    x_last = torch.randn(2, C)
+    sig = torch.sigmoid(torch.tensor(-2.0))
+    plain = dict(alpha_init=-2.0, fs_clip=0.0, fs_norm=False)
+    # input gate at its start (w = 0, b = 0): one sigmoid over alpha + 0, i.e. the scalar gate 0.119
+    fs = FutureSeed(FSConfig(fs_input_gate=True, **plain), L, H, C)
+    torch.testing.assert_close(fs.seed(1, prev, x_last), prev * sig)
+    # per-head logits start at alpha_init: the gate starts at sigmoid(-2)^2 = 0.0144
+    cfg = FSConfig(fs_variant="head", **plain)
+    assert cfg.head_alpha_init is None and cfg.head_logit_init() == -2.0
+    fs = FutureSeed(cfg, L, H, C)
+    assert torch.equal(fs.alpha_head, torch.full((L, H), -2.0))
+    torch.testing.assert_close(fs.seed(1, prev), prev * sig * sig)
+    assert float(sig * sig) == pytest.approx(0.01421, abs=1e-5)  # SPEC rounds it to 0.12^2 = 0.0144
+    # an explicit start still wins
+    fs = FutureSeed(FSConfig(fs_variant="head", head_alpha_init=0.0, **plain), L, H, C)
+    torch.testing.assert_close(fs.seed(1, prev), prev * sig * 0.5)
+
+
 def test_seed_is_added_to_a_given_state():
     cfg = FSConfig(alpha_init=0.0)
     model, idx = random_model(), prompt()
@@ -165,7 +219,9 @@ def run_with_grad(model, idx, cfg=None, state=None):
     """Backward of a fixed loss; returns parameter gradients and the terminal states' gradients."""
     model.zero_grad()
     x_last = {}
-    hooks = [b.ln1.register_forward_hook(lambda m, i, o, k=k: x_last.__setitem__(k, o[:, -1])) for k, b in enumerate(model.blocks)]
+    # x_last of the input gate: layer k's input (what enters its ln1) at the last prompt token
+    hooks = [b.ln1.register_forward_pre_hook(lambda m, args, k=k: x_last.__setitem__(k, args[0][:, -1]))
+             for k, b in enumerate(model.blocks)]
     out = model(idx, fs=cfg, state=state)
     for h in hooks:
         h.remove()

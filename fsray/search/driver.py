@@ -241,8 +241,23 @@ def prepare_run_dir(space: SearchSpace, out: str | None, resume: bool) -> Path:
         raise UsageError(f"{run_dir} already holds a search: pass --resume to continue it, or --out DIR")
     if resume and not run_dir.exists():
         raise UsageError(f"--resume: {run_dir} does not exist (nothing to resume)")
+    if resume and (run_dir / "results.jsonl").exists():
+        _refuse_other_semantics(run_dir / "results.jsonl")
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def _refuse_other_semantics(path: Path) -> None:
+    """A resumed search must not pool its new records with records whose FS knobs meant another
+    transform (``analysis.schema.semantics_mismatch``): it would skip their seeds as done."""
+    from analysis.schema import read_records, semantics_mismatch
+
+    stale = [(r, why) for r in read_records(path).records if (why := semantics_mismatch(r))]
+    if stale:
+        rec, why = stale[0]
+        raise UsageError(f"--resume: {path} holds {len(stale)} record(s) whose FS configuration meant "
+                         f"something else when recorded (seed {rec['seed']}: {why}); start a new run "
+                         f"with --out DIR (fsray report still shows the old records apart)")
 
 
 def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,

@@ -21,7 +21,7 @@ import ray
 
 from analysis.schema import SCHEMA
 from fsray.errors import RunFailed, UsageError
-from fsray.fsconfig import FSConfig, config_hash
+from fsray.fsconfig import FS_SEMANTICS, FSConfig, config_hash
 from fsray.search import objective as obj
 from fsray.search.space import SearchSpace
 
@@ -96,6 +96,7 @@ class SimulatedRunner:
             "stage": stage, "trial_id": trial_id, "status": status, "failure": failure,
             "noop_reason": noop_reason, "baseline": baseline, "fs": fs_run,
             "baseline_key": self.baseline_key(seed), "model": {"simulated": True},
+            "fs_semantics": FS_SEMANTICS,
             "code_version": "simulated", "time": _now(),
         }
 
