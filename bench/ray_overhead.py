@@ -1,122 +1,158 @@
-"""Ray overhead of the real-trainable path, and the speedup of concurrent trials.
+"""The Ray tax on a seed run: the same seed run in a plain process and on the search's harness.
 
-1. Seed runs that do (almost) no work (1 step of a 2-layer width-16 model on 64 examples) through
-   the search's real path, both mappings of seed runs to Ray Train worker groups: ``pool`` (one
-   long-lived worker group per concurrent trial for the whole search, the default) and
-   ``fit_per_trial`` (baselines in one fit, then one fit per trial with the racing rule inside).
-   Prints the wall time per seed run amortised over the search, against one
-   ``TorchTrainer.fit()`` per seed run (measured here, in the same process).
-2. The embedded default (search_spaces/demo_cpu.yaml, fewer trials/seeds): wall time of the same
-   search with 1 and with 2 concurrent trials, and the speedup.
+1. The embedded default's seed run (run_mode) in a plain subprocess vs on a long-lived Ray Train
+   worker group of ``fsray.harness`` (1 group), interleaved over ``--rounds`` rounds in one command.
+   Prints the run's own wall time (measured inside run_mode) both ways, their ratio (goal <= 1.10),
+   the end-to-end latency (submit to result), and the CPU seconds that every *other* process of the
+   Ray session (driver, dispatcher, Train controller, raylet, GCS, idle workers) used while the run
+   trained, per second of training.
+2. Seed runs that do no work (1 step of a tiny model): the harness's fixed cost per run, against one
+   TorchTrainer.fit() per run, measured here.
 
-    .venv/bin/python bench/ray_overhead.py [--trials 3] [--seeds 6] [--skip-speedup]
+    .venv/bin/python bench/ray_overhead.py [--rounds 2] [--steps 600] [--skip-nowork]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+PLAIN = """
+import json, sys
+from fsray.trainer import TrainSpec, run_mode
+spec = TrainSpec.model_validate_json(sys.argv[1])
+r = run_mode(spec, int(sys.argv[2]), None)
+print(json.dumps({"seconds": r["seconds"], "token_acc": r["token_acc"]}))
+"""
+
+
+def _plain(spec, seed: int) -> dict:
+    import json
+
+    out = subprocess.run([sys.executable, "-c", PLAIN, spec.model_dump_json(), str(seed)],
+                         check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _session_cpu(exclude: set[int]) -> float:
+    """CPU seconds so far of this driver and every process of *this* Ray session (its raylet, GCS,
+    dashboard agents, actors and workers; other Ray instances on the machine are not counted), but
+    ``exclude``."""
+    import psutil
+    import ray
+
+    session = os.path.basename(ray._private.worker._global_node.get_session_dir_path())
+    procs = [psutil.Process()]
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if session in " ".join(p.info["cmdline"] or []):
+            procs.append(p)
+            try:
+                procs += p.children(recursive=True)   # the raylet's workers and actors
+            except psutil.Error:
+                pass
+    total, seen = 0.0, set()
+    for p in procs:
+        if p.pid in seen or p.pid in exclude:
+            continue
+        seen.add(p.pid)
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def tax(rounds: int, steps: int | None) -> None:
+    import ray
+
+    from fsray.harness import SeedRunHarness
+    from fsray.trainer import embedded_default_spec
+
+    spec = embedded_default_spec()
+    if steps:
+        spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"steps": steps})})
+    plain, inside, latency, other_cpu = [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp, SeedRunHarness(spec, groups=1, storage_path=tmp) as h:
+        h.run(99, None)   # warm the group (imports, data) outside the measurement, like a search
+        for k in range(rounds):
+            plain.append(_plain(spec, k)["seconds"])
+            job = h.submit(k, None)
+            t0 = time.perf_counter()
+            leases = {}
+            while not leases:
+                leases = ray.get(h.dispatcher.leases_now.remote())
+            worker = next(iter(leases.values()))["pid"]
+            cpu0 = _session_cpu({worker})
+            r = h.result(job)
+            latency.append(time.perf_counter() - t0)
+            other_cpu.append((_session_cpu({worker}) - cpu0) / r["seconds"])
+            inside.append(r["seconds"])
+            print(f"round {k}: plain {plain[-1]:.1f} s, in the harness {inside[-1]:.1f} s "
+                  f"(submit to result {latency[-1]:.1f} s)", flush=True)
+    p, i = sum(plain) / rounds, sum(inside) / rounds
+    print(f"seed run of the embedded default ({spec.budget.steps} steps): plain process {p:.1f} s, "
+          f"harness {i:.1f} s: ratio {i / p:.3f} (goal <= 1.10); submit-to-result "
+          f"{sum(latency) / rounds:.1f} s; other Ray processes used {100 * sum(other_cpu) / rounds:.1f}% "
+          f"of a core while it trained")
+
+
 NO_WORK = {
-    "name": "overhead", "trainable": "real",
-    "task": {"name": "kv_retrieval", "options": {"order": "query_after"}},
     "model": {"n_layer": 2, "d_model": 16, "head_size": 8},
     "budget": {"steps": 1, "batch_size": 8, "eval_every": 1, "warmup": 0},
     "data": {"n_train": 64, "n_val": 16, "eval_batch_size": 16},
-    "space": {"alpha_init": {"type": "float", "low": -4.0, "high": -1.0}},
-    "racing": {"enabled": False},
 }
 
 
-def _search(raw: dict, out: str) -> tuple[float, dict]:
-    from fsray.search.driver import run_search
-    from fsray.search.space import parse_space
+def nowork(n: int) -> None:
+    import ray.train
+    from ray.train.torch import TorchTrainer
 
-    space = parse_space(raw)
-    t0 = time.perf_counter()
-    summary = run_search(space, out=out, confirm_seeds=0, say=lambda line: None)
-    return time.perf_counter() - t0, summary
+    from fsray.harness import SeedRunHarness
+    from fsray.trainer import TrainSpec, run_mode
+
+    spec = TrainSpec.model_validate(NO_WORK)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        with SeedRunHarness(spec, groups=1, storage_path=tmp) as h:
+            h.run_many([(s, None) for s in range(n)])
+        per = (time.perf_counter() - t0) / n
+
+        def one(_config):
+            run_mode(spec, 0, None)
+
+        t0 = time.perf_counter()
+        TorchTrainer(one, scaling_config=ray.train.ScalingConfig(num_workers=1),
+                     run_config=ray.train.RunConfig(storage_path=tmp, name="one")).fit()
+        fit = time.perf_counter() - t0
+    print(f"seed runs doing no work: {per:.2f} s each on the harness ({n} runs, its start included) "
+          f"vs {fit:.1f} s for one TorchTrainer.fit() per run ({fit / per:.1f}x)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=3)
-    ap.add_argument("--seeds", type=int, default=6)
-    ap.add_argument("--skip-speedup", action="store_true")
-    ap.add_argument("--skip-overhead", action="store_true")
-    ap.add_argument("--speedup-trials", type=int, default=2)
-    ap.add_argument("--speedup-seeds", type=int, default=2)
-    ap.add_argument("--speedup-steps", type=int, default=None,
-                    help="override the embedded default's training steps (shorter runs)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=None, help="override the default's 600 steps")
+    ap.add_argument("--nowork-runs", type=int, default=10)
+    ap.add_argument("--skip-nowork", action="store_true")
     args = ap.parse_args()
 
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        if not args.skip_overhead:
-            _overhead(args)
-        if args.skip_speedup:
-            return
-        from fsray.search.space import load_space
-
-        demo = load_space("search_spaces/demo_cpu.yaml").model_dump()
-        walls = {}
-        for conc in (1, 2):
-            with tempfile.TemporaryDirectory() as tmp:
-                raw = {**demo, "seeds": args.speedup_seeds, "baseline_cache": f"{tmp}/cache",
-                       "racing": {"enabled": False},
-                       "budget": {"steps": args.speedup_steps} if args.speedup_steps else {},
-                       "space": {"alpha_init": demo["space"]["alpha_init"]},  # never a no-op
-                       "search": {**demo["search"], "trials": args.speedup_trials, "concurrency": conc}}
-                # baselines are shared by both settings' trials: train them first, outside the timing
-                _search({**raw, "search": {**raw["search"], "trials": 1}}, f"{tmp}/warm")
-                walls[conc], _ = _search(raw, f"{tmp}/run")
-                print(f"embedded default, {args.speedup_trials} trials x {args.speedup_seeds} seeds, "
-                      f"concurrency {conc}: {walls[conc]:.1f} s")
-        print(f"speedup of 2 concurrent trials over 1: {walls[1] / walls[2]:.2f}x")
+        tax(args.rounds, args.steps)
+        if not args.skip_nowork:
+            nowork(args.nowork_runs)
     finally:
         ray.shutdown()
-
-
-def _overhead(args) -> None:
-    from fsray.ray_train import fit_runs
-    from fsray.search.evaluate import RealRunner
-    from fsray.search.space import parse_space
-
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = {**NO_WORK, "seeds": args.seeds, "baseline_cache": f"{tmp}/cache",
-               "search": {"trials": args.trials, "concurrency": 1, "sampler": "random"}}
-        runner = RealRunner(parse_space(raw), f"{tmp}/train")
-        t0 = time.perf_counter()
-        (one,) = fit_runs(runner.spec, [(0, None)], storage_path=f"{tmp}/train", name="one_fit")
-        fit_per_run = time.perf_counter() - t0
-        print(f"one TorchTrainer fit per seed run: {fit_per_run:.1f} s "
-              f"(the run itself {one['seconds']:.2f} s)")
-
-        for mapping in ("pool", "fit_per_trial"):
-            cfg = {**raw, "resources": {"mapping": mapping},
-                   "baseline_cache": f"{tmp}/cache_{mapping}"}
-            wall, summary = _search(cfg, f"{tmp}/run_{mapping}")
-            c = summary["counts"]
-            per_run = wall / c["runs_made"]
-            work = sum(r["fs"]["seconds"] + r["baseline"]["seconds"] * (not r["baseline"]["cached"])
-                       for r in summary_records(f"{tmp}/run_{mapping}") if r.get("fs"))
-            print(f"search, mapping {mapping}: {args.trials} trials x {args.seeds} seeds = "
-                  f"{c['runs_made']} seed runs in {wall:.1f} s (whole search incl. Tune and pool "
-                  f"start): {per_run:.2f} s per seed run amortised, {fit_per_run / per_run:.1f}x "
-                  f"less than a fit per run (the runs' own work: {work:.1f} s)")
-
-
-def summary_records(run_dir: str) -> list[dict]:
-    from analysis.schema import read_records
-
-    return read_records(f"{run_dir}/results.jsonl").records
 
 
 if __name__ == "__main__":

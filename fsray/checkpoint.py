@@ -25,7 +25,7 @@ def _names(keys) -> str:
     return ", ".join(keys[:_SHOW]) + more
 
 
-def _read_state_dict(path: Path, map_location) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, map_location, mmap: bool = False) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise UsageError(f"checkpoint {path}: no such file")
     if path.is_dir():
@@ -33,7 +33,7 @@ def _read_state_dict(path: Path, map_location) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files
             warnings.simplefilter("ignore", UserWarning)
-            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=False)
+            obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         if "weights only load failed" in str(e).lower():
             raise UsageError(
@@ -92,6 +92,17 @@ def infer_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> Mod
                            ffn_mult=int(ffn_hidden // C), **ranks)
     except UsageError as e:
         raise UsageError(f"{source}: shapes give an impossible model: {e}") from None
+
+
+def read_config(path) -> ModelConfig:
+    """A checkpoint's shape (layers, width, heads, vocabulary) without loading its weights into
+    memory (memory-mapped where the file allows): what a driver needs to decide no-op configs."""
+    path = Path(os.fspath(path))
+    try:
+        sd = _read_state_dict(path, "cpu", mmap=True)
+    except UsageError:
+        sd = _read_state_dict(path, "cpu")   # old (non-zip) torch files cannot be memory-mapped
+    return infer_config(sd, source=f"checkpoint {path}")
 
 
 def load_blinkdl(path, map_location="cpu", dtype: torch.dtype = torch.float32, wkv_backend: str = "auto") -> RWKV7:

@@ -53,8 +53,9 @@ def _one_line(exc: BaseException) -> str:
             loc = ".".join(str(p) for p in e.get("loc", ())) or "value"
             parts.append(f"{loc}: {e.get('msg')}")
         return "invalid configuration: " + "; ".join(parts)
-    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return msg
+    from fsray.errors import first_line
+
+    return first_line(exc, with_type=False)
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

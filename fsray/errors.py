@@ -7,3 +7,16 @@ class UsageError(ValueError):
 
 class RunFailed(RuntimeError):
     """A run that was set up correctly but failed (diverged, crashed): exit 1."""
+
+
+def first_line(exc: BaseException, with_type: bool = True) -> str:
+    """One line for an exception: ``Type: first line of its message`` (the type alone if it has none).
+    Out-of-memory errors of any kind start with "out of memory", so a record says what happened."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else ""
+    name = type(exc).__name__
+    if isinstance(exc, MemoryError) or name == "OutOfMemoryError" or "out of memory" in line.lower():
+        return f"out of memory: {line or name}"
+    if not with_type:
+        return line or name
+    return f"{name}: {line}" if line else name

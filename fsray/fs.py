@@ -41,6 +41,8 @@ class FutureSeed(nn.Module):
             raise UsageError(f"FutureSeed needs an FSConfig, got {type(cfg).__name__}")
         self.cfg = cfg
         self.n_layer, self.n_head, self.d_model = n_layer, n_head, d_model
+        # Decided once, here, from the model's own depth: why this config is identical to no_fs.
+        self.noop_reason: str | None = cfg.noop_reason(n_layer)
         trainable = cfg.alpha_lr > 0
         self._add("alpha", torch.full((n_layer,), float(cfg.alpha_init)), trainable)
         if cfg.fs_variant == "head":

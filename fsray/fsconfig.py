@@ -14,10 +14,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
 
-# The version of FS semantics this code implements; records carry it (see analysis.schema).
-from analysis.schema import FS_SEMANTICS  # noqa: E402,F401  (re-exported)
-
-
 class FSConfig(BaseModel):
     """Knobs of the FS transform (names as researchers use them).
 
@@ -30,7 +26,8 @@ class FSConfig(BaseModel):
             (* sigmoid(alpha_head[i, h]) if fs_variant == "head")
         fs = base * g; if fs_clip > 0: fs = fs.clamp(-fs_clip, fs_clip)
 
-    These are the researchers' semantics (their ``rwkv7_g1d.py``; SPEC §4), version ``FS_SEMANTICS``.
+    These are the researchers' semantics (their ``rwkv7_g1d.py``; SPEC §4): records made with them
+    carry ``fs_semantics`` = ``analysis.schema.FS_SEMANTICS``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -288,7 +288,8 @@ class RWKV7(nn.Module):
 
     # ------------------------------------------------------------------ Future-Seed
     def attach_fs(self, cfg: FSConfig) -> FutureSeed:
-        """Create the FS gates for ``cfg`` (call before building the optimizer)."""
+        """Create the FS gates for ``cfg`` (once, before building the optimizer); prompt passes
+        then apply it with ``forward(..., use_fs=True)``."""
         c = self.config
         ref = next(self.parameters())
         self.future_seed = FutureSeed(cfg, c.n_layer, c.n_head, c.d_model).to(ref.device)
@@ -317,7 +318,7 @@ class RWKV7(nn.Module):
             for _ in range(c.n_layer)
         ]
 
-    def _check_inputs(self, idx, mask, state, fs):
+    def _check_inputs(self, idx, mask, state, use_fs):
         c = self.config
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
             raise UsageError(f"idx must be a [B, T] long tensor, got {getattr(idx, 'shape', type(idx))}")
@@ -333,22 +334,24 @@ class RWKV7(nn.Module):
             for i, s in enumerate(state):
                 if tuple(s.wkv.shape) != want or tuple(s.att_x_prev.shape) != (B, c.d_model):
                     raise UsageError(f"state[{i}] has wkv {tuple(s.wkv.shape)}, expected {want}")
-        if fs is not None and not isinstance(fs, FSConfig):
-            raise UsageError(f"fs must be an FSConfig or None, got {type(fs).__name__}")
+        if use_fs and self.future_seed is None:
+            raise UsageError("forward(use_fs=True) needs an FS configuration: call model.attach_fs(cfg) first")
 
     def forward(
         self,
         idx: torch.Tensor,
         mask: torch.Tensor | None = None,
         state: list[LayerState] | None = None,
-        fs: FSConfig | None = None,
+        use_fs: bool = False,
         return_hidden: bool = False,
         logits: str = "all",
     ) -> ModelOutput:
-        """Run the model over ``idx``. ``logits``: "all" positions, only the "last" one ([B, 1, V]: a
-        prompt pass needs no more, and a 65536-word head over a long prompt is the largest tensor by
-        far), or "none" (logits is None; use ``return_hidden``)."""
-        self._check_inputs(idx, mask, state, fs)
+        """Run the model over ``idx``. ``use_fs``: this is a prompt pass, seeded by the FS
+        configuration attached with ``attach_fs`` (the answer pass and no_fs leave it False).
+        ``logits``: "all" positions, only the "last" one ([B, 1, V]: a prompt pass needs no more, and
+        a 65536-word head over a long prompt is the largest tensor by far), or "none" (logits is
+        None; use ``return_hidden``)."""
+        self._check_inputs(idx, mask, state, use_fs)
         if logits not in ("all", "last", "none"):
             raise UsageError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
         B, T = idx.shape
@@ -357,16 +360,8 @@ class RWKV7(nn.Module):
         shift = _TokenShift(mask, B, T)
         keep = None if mask is None else mask.view(B, T, 1, 1).to(self.emb.weight.dtype)
 
-        seeder = None
-        if fs is not None and fs.noop_reason(self.config.n_layer) is None:
-            if self.future_seed is None:
-                self.attach_fs(fs)
-            elif self.future_seed.cfg != fs:
-                raise UsageError(
-                    "forward(fs=...) differs from the FS config attached to the model; "
-                    "call model.attach_fs(cfg) with the config you train with"
-                )
-            seeder = self.future_seed
+        # a provable no-op (decided once, at attach_fs) never enters the graph
+        seeder = self.future_seed if use_fs and self.future_seed.noop_reason is None else None
 
         x = self.blocks[0].ln0(self.emb(idx))
         v_first = None
@@ -396,6 +391,3 @@ class RWKV7(nn.Module):
         elif logits == "last":
             out_logits = self.head(hidden[:, -1:])
         return ModelOutput(out_logits, new_state, hidden if return_hidden else None)
-
-    def num_params(self) -> int:
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("future_seed."))

@@ -18,7 +18,6 @@ import hashlib
 import json
 import math
 import time
-from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -30,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import fsray
 from .data import Batch, TrainStream, collate, eval_batches, indices_digest, worker_slice
-from .errors import UsageError
-from .fsconfig import FS_SEMANTICS, FSConfig, config_hash
+from .errors import UsageError, first_line
+from .fsconfig import FSConfig
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EMBEDDED_BASE = "embedded:base"  # model.checkpoint value naming the shipped base checkpoint
@@ -138,11 +137,10 @@ CODE_VERSION = _code_version()
 
 
 def task_label(spec: TrainSpec) -> str:
-    """Grouping key of the task in records: name, plus the ordering option when there is one."""
-    for key in ("order", "ordering"):
-        if key in spec.task.options:
-            return f"{spec.task.name}/{spec.task.options[key]}"
-    return spec.task.name
+    """Grouping key of the task in records (``fsray.records.task_label``)."""
+    from .records import task_label as label
+
+    return label(spec.task.name, spec.task.options)
 
 
 def baseline_key(spec: TrainSpec, seed: int) -> str:
@@ -282,16 +280,16 @@ class AnswerScorer(nn.Module):
     One module with one forward, so DDP sees a single forward per backward.
     """
 
-    def __init__(self, model: nn.Module, fs: FSConfig | None):
+    def __init__(self, model: nn.Module, use_fs: bool):
         super().__init__()
-        self.model, self.fs = model, fs
+        self.model, self.use_fs = model, use_fs
 
     def forward(self, prompt, prompt_mask, answer):
-        out = self.model(prompt, mask=prompt_mask, fs=self.fs)
+        out = self.model(prompt, mask=prompt_mask, use_fs=self.use_fs)
         logits = [out.logits[:, -1:]]   # the last prompt position predicts answer token 0
         if answer.shape[1] > 1:
             # right padding only follows real tokens, so it never reaches a scored position
-            logits.append(self.model(answer[:, :-1], state=out.state, fs=None).logits)
+            logits.append(self.model(answer[:, :-1], state=out.state).logits)
         return torch.cat(logits, dim=1)
 
 
@@ -354,19 +352,70 @@ def evaluate(scorer: nn.Module, data: TaskData, batch_size: int, device, rank=0,
 
 
 def _learned(spec: TrainSpec, chance, metrics) -> bool | None:
-    value = metrics.get(spec.learned_metric)
-    if value is None:
-        return None
-    if spec.learned_above is not None:
-        return bool(value > spec.learned_above)
-    if chance and chance.get(spec.learned_metric) is not None:
-        return bool(value > chance[spec.learned_metric] + spec.learned_margin)
-    return None
+    from analysis.bimodal import run_learned
+
+    return run_learned(metrics.get(spec.learned_metric), (chance or {}).get(spec.learned_metric),
+                       spec.learned_margin, spec.learned_above)
+
+
+class RunCheckpoint:
+    """Where one seed run keeps its resumable state: a local path or any URI a pyarrow filesystem
+    takes (``s3://``, ``gs://``, ...: the storage a search names), so a run lost with its node
+    resumes on another node from its last evaluation instead of from step 0.
+
+    The state is saved at an evaluation at most every ``every_s`` seconds (and at the first one), as
+    one file written under a temporary name and then moved into place, and deleted when the run
+    returns. Resuming restores the weights, the FS gates, the optimizer, the curve and the data
+    stream's position, so a resumed run's result equals an uninterrupted one.
+    """
+
+    FILE = "state.pt"
+
+    def __init__(self, uri: str, every_s: float = 300.0):
+        import pyarrow.fs as pafs
+
+        self.uri, self.every_s = uri, float(every_s)
+        self.fs, self.path = pafs.FileSystem.from_uri(uri if "://" in uri else str(Path(uri).resolve()))
+        self.last_save: float | None = None
+
+    def load(self) -> dict | None:
+        import io
+
+        import pyarrow.fs as pafs
+
+        target = f"{self.path}/{self.FILE}"
+        if self.fs.get_file_info(target).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(target) as fh:
+            return torch.load(io.BytesIO(fh.read()), map_location="cpu", weights_only=False)
+
+    def due(self) -> bool:
+        return self.last_save is None or time.monotonic() - self.last_save >= self.every_s
+
+    def save(self, state: dict) -> None:
+        import io
+
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        self.fs.create_dir(self.path, recursive=True)
+        tmp = f"{self.path}/{self.FILE}.tmp"
+        with self.fs.open_output_stream(tmp) as fh:
+            fh.write(buf.getvalue())
+        self.fs.move(tmp, f"{self.path}/{self.FILE}")
+        self.last_save = time.monotonic()
+
+    def clear(self) -> None:
+        try:
+            self.fs.delete_dir(self.path)
+        except (FileNotFoundError, OSError):
+            pass
 
 
 def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
-             progress: Callable[[dict], None] | None = None, log_every: int = 50) -> dict:
-    """Train one mode of one seed and return its RunResult (never raises on divergence)."""
+             progress: Callable[[dict], None] | None = None, log_every: int = 50,
+             checkpoint: RunCheckpoint | None = None) -> dict:
+    """Train one mode of one seed and return its RunResult (never raises on divergence). With
+    ``checkpoint``, resume from its saved state if there is one, and save state as it goes."""
     if isinstance(spec, dict):
         spec = TrainSpec.model_validate(spec)
     b = spec.budget
@@ -387,13 +436,13 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
     model.to(device).train()
     groups = _trainable_groups(model, fs, b)
     opt = torch.optim.AdamW(groups, lr=b.lr, betas=b.betas, eps=1e-8)
-    scorer: nn.Module = AnswerScorer(model, fs)
+    scorer: nn.Module = AnswerScorer(model, use_fs=fs is not None)
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         scorer = DDP(scorer, device_ids=[device.index] if device.type == "cuda" else None,
                      # a provably no-op FS config leaves its trainable gates out of the graph
-                     find_unused_parameters=fs is not None and fs.is_noop(model.config.n_layer))
+                     find_unused_parameters=fs is not None and model.future_seed.noop_reason is not None)
     trainable = [p for g in groups for p in g["params"] if p.requires_grad]
 
     result = {
@@ -404,9 +453,15 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
     }
     best = None
     used_batches: list[list[int]] = []
-    t0, cpu0 = time.perf_counter(), time.process_time()
-    window_tokens, window_t0, loss_sum, loss_n = 0, t0, 0.0, 0
-    step = 0
+    step, elapsed = 0, 0.0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        step, best, used_batches, elapsed = saved["step"], saved["best"], saved["used_batches"], saved["seconds"]
+        result.update(tokens=saved["tokens"], curve=saved["curve"], resumed_from_step=step)
+    t0, cpu0 = time.perf_counter() - elapsed, time.process_time()
+    window_tokens, window_t0, loss_sum, loss_n = 0, time.perf_counter(), 0.0, 0
     while step < b.steps:
         idx = stream.batch_indices(step)
         used_batches.append(idx)
@@ -423,7 +478,7 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
             if all(torch.isfinite(p).all() for p in trainable) and "nan" not in msg and "inf" not in msg:
                 raise
             result.update(status="failed", failure=f"non-finite values at step {step} (diverged): "
-                                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+                                                   f"{first_line(exc, with_type=False)}")
             break
         ce_sum, _, n_local, _ = _answer_stats(logits, batch)
         # Global normaliser: sum over workers of answer tokens of this global batch.
@@ -460,6 +515,10 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
             result["curve"].append([step, m["token_acc"], m["loss"], m["seq_acc"]])
             if best is None or m["token_acc"] > best[1]["token_acc"]:
                 best = (step, m)
+            if checkpoint is not None and rank == 0 and not last and checkpoint.due():
+                checkpoint.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+                                 "best": best, "used_batches": used_batches, "tokens": result["tokens"],
+                                 "curve": result["curve"], "seconds": time.perf_counter() - t0})
         if progress is not None and rank == 0 and (step % log_every == 0 or last):
             now = time.perf_counter()
             cur = result["curve"][-1] if result["curve"] and result["curve"][-1][0] == step else None
@@ -472,6 +531,8 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
             break
     result["steps"] = step
     result["seconds"] = time.perf_counter() - t0
+    if checkpoint is not None and rank == 0:
+        checkpoint.clear()   # the run is over: its record (or failure) is what counts now
     # CPU time of this process: what the run costs on an idle machine (wall time is noisy when shared)
     result["cpu_seconds"] = time.process_time() - cpu0
     result["data_hash"] = indices_digest(used_batches)
@@ -488,55 +549,19 @@ def task_chance(spec: TrainSpec) -> dict | None:
     return task_data(spec).chance
 
 
-def run_pair(spec: TrainSpec, seed: int, fs: FSConfig | None, **kw) -> tuple[dict, dict]:
-    """Both modes of one seed, baseline first."""
-    return run_mode(spec, seed, None, **kw), run_mode(spec, seed, fs, **kw)
-
-
 def make_record(spec: TrainSpec, fs: FSConfig | None, seed: int, baseline: dict | None,
                 fs_run: dict | None, stage: str, trial_id: str | None = None,
-                noop_reason: str | None = None) -> dict:
-    """A ``fsray.paired/1`` record (validated). A no-op config gets status noop and fs = baseline."""
-    from analysis.schema import SCHEMA, validate_record
+                noop_reason: str | None = None, failure: str | None = None) -> dict:
+    """The record of one paired seed of ``spec`` (``fsray.records.build_record`` with this spec's
+    context: chance level, learned rule, baseline key, model, budget, code version)."""
+    from .records import build_record
 
-    config = fs.model_dump() if fs is not None else {}
-    status, failure = "ok", None
-    if noop_reason is not None:
-        status, failure = "noop", None
-        fs_run = dict(baseline) if baseline is not None else None
-        if fs_run is not None:
-            fs_run["mode"] = "prompt_fs"
-    failed = [(r["mode"], r.get("failure")) for r in (baseline, fs_run) if r is not None and r.get("status") == "failed"]
-    if failed:
-        status, failure = "failed", "; ".join(f"{m}: {f}" for m, f in failed)
-    elif status == "ok" and (baseline is None or fs_run is None):
-        status, failure = "failed", "missing run"
-    rec = {
-        "schema": SCHEMA,
-        "task": task_label(spec),
-        "config": config,
-        "config_hash": config_hash(config),
-        "config_label": fs.label() if fs is not None else "no_fs",
-        "seed": int(seed),
-        "stage": stage,
-        "trial_id": trial_id,
-        "status": status,
-        "failure": failure,
-        "noop_reason": noop_reason,
-        "chance": _safe_chance(spec),
-        "learned_margin": spec.learned_margin,
-        "learned_metric": spec.learned_metric,
-        "baseline": baseline,
-        "fs": fs_run,
-        "baseline_key": baseline_key(spec, seed),
-        "model": spec.model.model_dump(),
-        "budget": spec.budget.model_dump(),
-        "task_options": spec.task.options,
-        "fs_semantics": FS_SEMANTICS,
-        "code_version": CODE_VERSION,
-        "time": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-    return validate_record(rec)
+    context = {"chance": _safe_chance(spec), "learned_margin": spec.learned_margin,
+               "learned_metric": spec.learned_metric, "baseline_key": baseline_key(spec, seed),
+               "model": spec.model.model_dump(), "budget": spec.budget.model_dump(),
+               "task_options": spec.task.options, "code_version": CODE_VERSION}
+    return build_record(task_label(spec), fs, seed, baseline, fs_run, stage, trial_id, noop_reason,
+                        failure, context)
 
 
 def _safe_chance(spec: TrainSpec):

@@ -31,6 +31,13 @@ def prompt(B=2, T=9, seed=1):
     return torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(seed))
 
 
+def fs_forward(model, idx, cfg: FSConfig, **kw):
+    """A prompt pass with ``cfg``: attached once (kept when it is already the attached one)."""
+    if model.future_seed is None or model.future_seed.cfg != cfg:
+        model.attach_fs(cfg)
+    return model(idx, use_fs=True, **kw)
+
+
 def states_equal(a, b) -> bool:
     return all(torch.equal(x, y) for la, lb in zip(a, b) for x, y in zip(la, lb))
 
@@ -51,7 +58,7 @@ def test_noop_config_equals_baseline_exactly(cfg):
     assert cfg.is_noop(L)
     model, idx = random_model(), prompt()
     base = model(idx)
-    out = model(idx, fs=cfg)
+    out = fs_forward(model, idx, cfg)
     assert torch.equal(out.logits, base.logits)
     assert states_equal(out.state, base.state)
 
@@ -68,7 +75,7 @@ def test_fs_off_equals_baseline_even_with_gates_attached():
 def test_fs_changes_exactly_the_seeded_layers():
     model, idx = random_model(), prompt()
     base = model(idx)
-    out = model(idx, fs=FSConfig(fs_layer_start=2, alpha_init=0.0))
+    out = fs_forward(model, idx, FSConfig(fs_layer_start=2, alpha_init=0.0))
     for i in range(L):
         same = torch.equal(out.state[i].wkv, base.state[i].wkv)
         assert same == (i < 2), i
@@ -140,7 +147,7 @@ def test_model_injects_exactly_the_seed_as_initial_state():
     """forward(fs) == forward with the seeds given as explicit initial states (fs=None)."""
     cfg = FSConfig(fs_layer_start=1, alpha_init=0.5, fs_alpha_schedule="linear", fs_variant="head", fs_clip=0.3)
     model, idx = random_model(), prompt()
-    out = model(idx, fs=cfg)
+    out = fs_forward(model, idx, cfg)
     seeder = model.future_seed
     explicit = [LayerState(torch.zeros(2, C), torch.zeros(2, H, N, N), torch.zeros(2, C))]
     for i in range(1, L):
@@ -165,7 +172,7 @@ def test_input_gate_reads_the_layer_input_at_the_last_prompt_token(fs_variant):
              for k, b in enumerate(model.blocks)]
     hooks += [b.ln1.register_forward_hook(lambda m, a, o, k=k: normed.__setitem__(k, o[:, -1].detach()))
               for k, b in enumerate(model.blocks)]
-    out = model(idx, fs=cfg)
+    out = fs_forward(model, idx, cfg)
     for h in hooks:
         h.remove()
 
@@ -204,7 +211,7 @@ def test_seed_is_added_to_a_given_state():
     cfg = FSConfig(alpha_init=0.0)
     model, idx = random_model(), prompt()
     given = model(prompt(seed=7)).state
-    out = model(idx, state=given, fs=cfg)
+    out = fs_forward(model, idx, cfg, state=given)
     explicit = [given[0]] + [
         LayerState(given[i].att_x_prev, given[i].wkv + model.future_seed.seed(i, out.state[i - 1].wkv), given[i].ffn_x_prev)
         for i in range(1, L)
@@ -222,7 +229,7 @@ def run_with_grad(model, idx, cfg=None, state=None):
     # x_last of the input gate: layer k's input (what enters its ln1) at the last prompt token
     hooks = [b.ln1.register_forward_pre_hook(lambda m, args, k=k: x_last.__setitem__(k, args[0][:, -1]))
              for k, b in enumerate(model.blocks)]
-    out = model(idx, fs=cfg, state=state)
+    out = fs_forward(model, idx, cfg, state=state) if cfg is not None else model(idx, state=state)
     for h in hooks:
         h.remove()
     for s in out.state:
@@ -324,9 +331,9 @@ def test_head_gate_in_model_changes_only_layers_from_its_own():
     cfg = FSConfig(fs_variant="head", alpha_init=0.0)
     model, idx = random_model(), prompt()
     model.attach_fs(cfg)
-    before = model(idx, fs=cfg)
+    before = fs_forward(model, idx, cfg)
     model.future_seed.alpha_head[2] = 4.0
-    after = model(idx, fs=cfg)
+    after = fs_forward(model, idx, cfg)
     assert [torch.equal(before.state[i].wkv, after.state[i].wkv) for i in range(L)] == [True, True, False, False]
 
 
@@ -373,9 +380,9 @@ def test_padding_invariance_with_fs():
     for b, s in enumerate(seqs):
         idx[b, T - len(s):] = torch.tensor(s)
         mask[b, T - len(s):] = True
-    padded = model(idx, mask=mask, fs=cfg)
+    padded = fs_forward(model, idx, cfg, mask=mask)
     for b, s in enumerate(seqs):
-        alone = model(torch.tensor([s]), fs=cfg)
+        alone = fs_forward(model, torch.tensor([s]), cfg)
         torch.testing.assert_close(padded.logits[b, T - len(s):], alone.logits[0], atol=1e-5, rtol=1e-5)
         for i in range(L):
             torch.testing.assert_close(padded.state[i].wkv[b], alone.state[i].wkv[0], atol=1e-5, rtol=1e-5)
@@ -397,8 +404,13 @@ def test_gates_are_parameters_only_when_alpha_lr_positive():
     assert len(groups["model"]) + 4 == len(list(model.parameters()))
 
 
-def test_forward_with_a_different_config_than_attached_is_refused():
+def test_fs_prompt_pass_without_an_attached_config_is_refused():
     model, idx = random_model(), prompt()
-    model.attach_fs(FSConfig(alpha_init=-2.0))
     with pytest.raises(UsageError, match="attach_fs"):
-        model(idx, fs=FSConfig(alpha_init=-1.0))
+        model(idx, use_fs=True)
+
+
+def test_noop_is_decided_once_at_attach_from_the_model_depth():
+    model = random_model()
+    assert model.attach_fs(FSConfig(fs_layer_start=L)).noop_reason is not None
+    assert model.attach_fs(FSConfig(fs_layer_start=L - 1)).noop_reason is None

@@ -25,6 +25,8 @@ from typing import Callable
 from fsray.errors import UsageError
 from fsray.search.evaluate import StoreClient, ensure_baselines, evaluate_config, make_runner
 from fsray.search.importance import knob_importance, write_importance
+from fsray.harness import HarnessClient
+from fsray.search.progress import Progress, quiet_stderr
 from fsray.search.space import SearchSpace
 from fsray.search.summary import best_row, config_rows, run_counts, short_label
 
@@ -34,19 +36,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 TUNE_DIR = "tune"
+RAY_LOG = "ray.log"   # Ray's own output during a search (the terminal gets it with --debug)
 
 
 # ---------------------------------------------------------------------------------------------
 # the trial
 
 
-def _trial(config: dict, space_json: str, store_actor, storage_path: str, queue=None,
-           baseline_keys: dict | None = None) -> None:
+def _trial(config: dict, space_json: str, store_actor, client=None, baseline_keys: dict | None = None,
+           n_layer: int | None = None) -> None:
     """One Tune trial: one FS configuration evaluated over the selection seeds."""
     from ray import tune
 
     space = SearchSpace.model_validate_json(space_json)
-    runner = make_runner(space, storage_path, queue)
+    runner = make_runner(space, client, n_layer)
     if baseline_keys:
         runner.known_keys = {int(s): k for s, k in baseline_keys.items()}
     trial_id = tune.get_context().get_trial_id()
@@ -194,9 +197,25 @@ def _trial_resources(space: SearchSpace):
     if space.trainable == "simulated":
         return {"cpu": 1}
     # The trial only drives Ray Train workers, which hold the CPUs/GPUs; a trial holding a CPU of
-    # its own would starve them on a 2-CPU machine (SPEC §8). Tune refuses an empty request, so
-    # the trial asks for no CPU and 1 MiB of memory (a resource every node has).
-    return tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20}])
+    # its own would starve them on a 2-CPU machine (SPEC §8). It runs on the driver's node (a
+    # sliver of that node's own resource), so losing a worker node never takes a trial with it:
+    # only the seed run there is lost, and the harness runs it again elsewhere.
+    return tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20, _driver_node_resource(): 0.001}])
+
+
+def _driver_node_resource() -> str:
+    """A resource only the driver's node has: the head's marker when the driver runs on the head
+    (``ray job submit``, ``ray attach``, a local instance), else the node's ``node:<ip>``."""
+    import ray
+
+    me = ray.get_runtime_context().get_node_id()
+    for node in ray.nodes():
+        if node["NodeID"] == me:
+            res = node.get("Resources", {})
+            if "node:__internal_head__" in res:
+                return "node:__internal_head__"
+            return f"node:{node['NodeManagerAddress']}"
+    return "node:__internal_head__"
 
 
 def _start_ray() -> bool:
@@ -261,31 +280,46 @@ def _refuse_other_semantics(path: Path) -> None:
 
 
 def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
-               confirm_seeds: int | None = None, say: Callable[[str], None] = print) -> dict:
-    """Run (or resume) a search to its summary; returns the summary dict."""
-    import ray
-    from ray import tune
-
+               confirm_seeds: int | None = None, say: Callable[[str], None] = print,
+               debug: bool = False) -> dict:
+    """Run (or resume) a search to its summary; returns the summary dict. Unless ``debug``, Ray's
+    own output goes to ``<run>/ray.log``."""
     run_dir = prepare_run_dir(space, out, resume)
     if resume and (run_dir / "space.json").exists():
         saved = SearchSpace.model_validate_json((run_dir / "space.json").read_text())
         if saved.model_dump(exclude={"search"}) != space.model_dump(exclude={"search"}):
             raise UsageError(f"--resume: {run_dir} was made by a different search file")
     _write_space(run_dir, space)
+    progress = Progress(say)
+    try:
+        with quiet_stderr(run_dir / RAY_LOG, enabled=not debug):
+            return _run_search(space, run_dir, resume, confirm_seeds, progress)
+    finally:
+        progress.close()
+
+
+def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: int | None,
+                progress: Progress) -> dict:
+    import ray
+    from ray import tune
+
+    say = progress.say
     started = _start_ray()
     t0 = time.perf_counter()
-    pool = None
+    harness = None
     try:
         actor = _store_actor(run_dir, space)
         store = StoreClient(actor)
-        if space.trainable == "real" and space.resources.mapping == "pool":
-            from fsray.search.pool import WorkerPool
+        runner = make_runner(space)   # reads the model's depth once; trials get it handed over
+        if space.trainable == "real":
+            from fsray.harness import SeedRunHarness
 
-            spec = make_runner(space, str(run_dir / "train")).spec
-            pool = WorkerPool(spec, slots=space.search.concurrency, workers=space.resources.workers,
-                              use_gpu=space.resources.gpus_per_worker > 0,
-                              storage_path=str(run_dir / "train"))
-        runner = make_runner(space, str(run_dir / "train"), pool.queue if pool else None)
+            r = space.resources
+            harness = SeedRunHarness(runner.spec, groups=space.search.concurrency, workers=r.workers,
+                                     use_gpu=r.gpus_per_worker > 0, storage_path=str(run_dir / "train"),
+                                     name=space.name, max_retries=r.max_retries,
+                                     capacity_timeout_s=r.capacity_timeout_s, on_event=progress.on_event)
+            runner.client = harness
         n_layer = runner.n_layer
         say(f"[tune] {space.name}: {space.search.trials} trials x {len(space.space)} knobs, "
             f"seeds {space.seeds.selection()}, objective {space.objective.kind}, "
@@ -293,18 +327,20 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
         if resume:
             say(f"[tune] resuming: {len(store.all_records())} paired seeds already recorded")
 
-        # All selection baselines in one go (one Ray Train fit for the real trainable).
+        # All selection baselines at once (the worker groups share them out).
         tb = time.perf_counter()
-        ensure_baselines(runner, store, space.seeds.selection())
+        seeds = space.seeds.selection()
+        missing = sum(store.baseline(runner.baseline_key(s)) is None for s in seeds)
+        progress.plan(missing + space.search.trials * len(seeds))
+        ensure_baselines(runner, store, seeds)
         say(f"[tune] baselines ready ({store.baselines_trained()} trained by this search, "
             f"{time.perf_counter() - tb:.1f}s)")
 
         trainable = tune.with_resources(
             tune.with_parameters(_trial, space_json=space.model_dump_json(), store_actor=actor,
-                                 storage_path=str(run_dir / "train"),
-                                 queue=pool.queue if pool else None,
-                                 baseline_keys={s: runner.baseline_key(s)
-                                                for s in space.seeds.selection()}),
+                                 client=None if harness is None else HarnessClient(harness.dispatcher),
+                                 baseline_keys={s: runner.baseline_key(s) for s in seeds},
+                                 n_layer=n_layer),
             _trial_resources(space))
         callback = _make_callback(store, space, runner, space.search.trials, say)
         tune_path = run_dir / TUNE_DIR
@@ -328,11 +364,12 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
 
         confirm_n = space.seeds.confirm if confirm_seeds is None else confirm_seeds
         if confirm_n > 0:
+            progress.plan(2 * confirm_n)
             _confirm(space, runner, store, confirm_n, say)
         summary = _summarise(space, store, run_dir, time.perf_counter() - t0)
     finally:
-        if pool is not None:
-            pool.close()
+        if harness is not None:
+            harness.close()
         if started:
             ray.shutdown()
     return summary

@@ -4,24 +4,25 @@ One trial of the search = ``evaluate_config``. The same function confirms the wi
 (stage "confirmation", no racing). Seed runs come from a runner:
 
 * ``SimulatedRunner``: the known effect surface of ``fsray.search.simulated``; no Ray Train.
-* ``RealRunner``: the paired trainer through Ray Train. A ``TorchTrainer.fit()`` costs 14-20 s of
-  fixed overhead here (SPEC §8), so fits are paid rarely: all baselines of a stage in ONE fit up
-  front (shared by every candidate, cached on disk across searches), then ONE fit per trial that
-  trains its FS runs seed after seed, the racing rule running inside the fit (``fit_runs``'
-  ``stop_rule``, asked before each job) and appending each finished seed's record on the spot.
+* ``RealRunner``: the paired trainer on the search's Ray Train worker groups (``fsray.harness``):
+  baselines are submitted all at once and shared by every candidate (cached on disk across
+  searches); a trial's first ``racing.min_seeds`` FS runs go out together, the rest seed by seed so
+  racing can stop a hopeless configuration early. Each finished seed's record is appended at once.
+
+Both runners read the model's depth once (for deciding no-op configurations) and build records with
+``fsray.records.build_record``.
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
 from typing import Callable
 
 import ray
 
-from analysis.schema import SCHEMA
-from fsray.errors import RunFailed, UsageError
-from fsray.fsconfig import FS_SEMANTICS, FSConfig, config_hash
+from fsray.errors import RunFailed, UsageError, first_line
+from fsray.fsconfig import FSConfig, config_hash
+from fsray.records import build_record, task_label
 from fsray.search import objective as obj
 from fsray.search.space import SearchSpace
 
@@ -39,10 +40,6 @@ class StoreClient:
         return lambda *a, **k: ray.get(method.remote(*a, **k))
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _finite_run(run: dict | None) -> bool:
     if run is None:
         return False
@@ -50,11 +47,11 @@ def _finite_run(run: dict | None) -> bool:
                for k in ("token_acc", "seq_acc"))
 
 
-def _failure_of(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, MemoryError) or "out of memory" in text.lower() or type(exc).__name__ == "OutOfMemoryError":
-        return f"out of memory: {text or type(exc).__name__}"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _checked_depth(space: SearchSpace, depth: int, source: str) -> int:
+    """The model's depth, read once; a search file that says otherwise is an error."""
+    if space.n_layer is not None and space.n_layer != depth:
+        raise UsageError(f"n_layer: the search file says {space.n_layer}, but {source} has {depth} layers")
+    return depth
 
 
 # ---------------------------------------------------------------------------------------------
@@ -62,18 +59,11 @@ def _failure_of(exc: BaseException) -> str:
 
 
 class SimulatedRunner:
-    def __init__(self, space: SearchSpace):
+    def __init__(self, space: SearchSpace, n_layer: int | None = None):
         self.space = space
         self.sim = space.simulated
-
-    @property
-    def n_layer(self) -> int:
-        return self.sim.n_layer
-
-    def task_label(self) -> str:
-        opts = self.space.task.options
-        order = opts.get("order") or opts.get("ordering")
-        return f"{self.space.task.name}/{order}" if order else self.space.task.name
+        self.n_layer = n_layer or _checked_depth(space, self.sim.n_layer, "the simulated section")
+        self.task = task_label(space.task.name, space.task.options)
 
     def baseline_key(self, seed: int) -> str:
         from fsray.search.simulated import baseline_key
@@ -87,21 +77,13 @@ class SimulatedRunner:
 
     def make_record(self, cfg: FSConfig, seed: int, baseline, fs_run, stage, trial_id,
                     noop_reason=None, failure=None) -> dict:
-        status = "noop" if noop_reason else ("failed" if failure else "ok")
-        if status == "noop" and baseline is not None:
-            fs_run = {**baseline, "mode": "prompt_fs"}
-        return {
-            "schema": SCHEMA, "task": self.task_label(), "config": cfg.model_dump(),
-            "config_hash": config_hash(cfg), "config_label": cfg.label(), "seed": int(seed),
-            "stage": stage, "trial_id": trial_id, "status": status, "failure": failure,
-            "noop_reason": noop_reason, "baseline": baseline, "fs": fs_run,
-            "baseline_key": self.baseline_key(seed), "model": {"simulated": True},
-            "fs_semantics": FS_SEMANTICS,
-            "code_version": "simulated", "time": _now(),
-        }
+        context = {"baseline_key": self.baseline_key(seed), "model": {"simulated": True},
+                   "code_version": "simulated"}
+        return build_record(self.task, cfg, seed, baseline, fs_run, stage, trial_id, noop_reason,
+                            failure, context)
 
     def fs_runs(self, cfg: FSConfig, seeds: list[int], baselines: dict[int, dict],
-                on_run: Callable[[int, dict | None, str | None], bool]) -> None:
+                on_run: Callable[[int, dict | None, str | None], bool], trial_id: str | None = None) -> None:
         """Train the FS run of each seed in order; ``on_run(seed, run, failure)`` returns True to stop."""
         from fsray.search.simulated import fs_run
 
@@ -109,23 +91,21 @@ class SimulatedRunner:
             try:
                 run, failure = fs_run(self.sim, cfg, seed, baselines[seed]), None
             except Exception as exc:  # noqa: BLE001 - any crash of a seed run is a recorded failure
-                run, failure = None, _failure_of(exc)
+                run, failure = None, first_line(exc)
             if on_run(seed, run, failure):
                 return
 
 
 class RealRunner:
-    """Seed runs through Ray Train: through the search's long-lived worker pool when ``queue``
-    is given (fsray.search.pool), else one ``fit_runs`` fit per batch of runs."""
+    """Seed runs on the search's Ray Train worker groups, through a ``fsray.harness`` client."""
 
-    def __init__(self, space: SearchSpace, storage_path: str, queue=None):
+    def __init__(self, space: SearchSpace, client=None, n_layer: int | None = None):
         from fsray.trainer import TrainSpec
 
         self.space = space
-        self.queue = queue
+        self.client = client
         self.known_keys: dict[int, str] = {}
-        self.storage_path = storage_path
-        # threads = the CPUs a worker holds (fit_runs reserves spec.threads CPUs per worker)
+        # threads = the CPUs a worker holds (the harness reserves spec.threads CPUs per worker)
         threads = max(1, int(space.resources.cpus_per_worker))
         raw = {"task": space.task.model_dump(), "model": space.model, "budget": space.budget,
                "data": space.data, "threads": threads}
@@ -139,18 +119,17 @@ class RealRunner:
                                  f"not {space.task.name!r}")
             raw = _merged(base, raw)
         self.spec = TrainSpec.model_validate(raw)
-        self.concurrency = space.search.concurrency
+        self.n_layer = n_layer or self._read_depth()
 
-    @property
-    def n_layer(self) -> int:
-        if self.space.n_layer is not None:
-            return self.space.n_layer
-        if self.spec.model.checkpoint is None:
-            return self.spec.model.n_layer
-        from fsray.checkpoint import load_blinkdl
+    def _read_depth(self) -> int:
+        model = self.spec.model
+        if model.checkpoint is None:
+            return _checked_depth(self.space, model.n_layer, "model.n_layer")
+        from fsray.checkpoint import read_config
         from fsray.trainer import resolve_checkpoint
 
-        return load_blinkdl(str(resolve_checkpoint(self.spec.model.checkpoint))).config.n_layer
+        path = resolve_checkpoint(model.checkpoint)
+        return _checked_depth(self.space, read_config(path).n_layer, f"checkpoint {path.name}")
 
     def baseline_key(self, seed: int) -> str:
         # The driver's keys win: a trial process that imported a different code version must
@@ -161,65 +140,34 @@ class RealRunner:
 
         return baseline_key(self.spec, seed)
 
-    def _fit(self, jobs, stop_rule=None, name=None) -> list[dict]:
-        from fsray.ray_train import fit_runs
-
-        r = self.space.resources
-        return fit_runs(self.spec, jobs, num_workers=r.workers, use_gpu=r.gpus_per_worker > 0,
-                        storage_path=self.storage_path, name=name, stop_rule=stop_rule)
-
     def train_baselines(self, seeds: list[int]) -> dict[int, dict]:
-        """All missing baselines up front, split over ``concurrency`` fits that run side by side
-        (as many worker groups as the search runs trials at once)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        if self.queue is not None:  # all at once: the pool's slots share them out
-            with ThreadPoolExecutor(len(seeds)) as pool:
-                runs = pool.map(lambda s: self._pool_run(s, None), seeds)
-            return dict(zip(seeds, runs))
-        chunks = [seeds[i::self.concurrency] for i in range(min(self.concurrency, len(seeds)))]
-        with ThreadPoolExecutor(len(chunks)) as pool:
-            results = pool.map(lambda c: self._fit([(s, None) for s in c]), chunks)
-        return {s: run for chunk, runs in zip(chunks, results) for s, run in zip(chunk, runs)}
+        """All missing baselines at once: the free worker groups share them out."""
+        return dict(zip(seeds, self.client.run_many([(s, None) for s in seeds], tag="baseline")))
 
     def make_record(self, cfg, seed, baseline, fs_run, stage, trial_id, noop_reason=None,
                     failure=None) -> dict:
         from fsray.trainer import make_record
 
-        if failure is not None:
-            fs_run = {"mode": "prompt_fs", "status": "failed", "failure": failure}
         return make_record(self.spec, cfg, seed, baseline, fs_run, stage, trial_id,
-                           noop_reason=noop_reason)
+                           noop_reason=noop_reason, failure=failure)
 
-    @staticmethod
-    def _deliver(seed, run, on_run) -> bool:
-        failure = None if run.get("status") == "ok" else (run.get("failure") or "failed")
-        return on_run(seed, run, failure)
+    def fs_runs(self, cfg, seeds, baselines, on_run, trial_id: str | None = None) -> None:
+        """Racing cannot stop a config before racing.min_seeds, so those seeds go out at once (free
+        groups take them); the rest go seed by seed, racing between them."""
+        tag = f"trial {trial_id}" if trial_id else ""
+        first = list(seeds[: max(1, self.space.racing.min_seeds)])
+        ids = [self.client.submit(s, cfg, tag) for s in first]
+        for seed, job in zip(first, ids):
+            if _deliver(seed, self.client.result(job), on_run):
+                return
+        for seed in seeds[len(first):]:
+            if _deliver(seed, self.client.run(seed, cfg, tag), on_run):
+                return
 
-    def _pool_run(self, seed: int, cfg: FSConfig | None) -> dict:
-        from fsray.search.pool import run_job
 
-        return run_job(self.queue, seed, cfg.model_dump() if cfg is not None else None)
-
-    def fs_runs(self, cfg, seeds, baselines, on_run) -> None:
-        if self.queue is not None:
-            # Racing cannot stop a config before racing.min_seeds, so those seeds go to the pool
-            # at once (idle slots take them); the rest seed by seed, racing between them.
-            from concurrent.futures import ThreadPoolExecutor
-
-            first = list(seeds[: max(1, self.space.racing.min_seeds)])
-            with ThreadPoolExecutor(len(first)) as pool:
-                futures = [pool.submit(self._pool_run, s, cfg) for s in first]
-                for seed, fut in zip(first, futures):
-                    if self._deliver(seed, fut.result(), on_run):
-                        return
-            for seed in seeds[len(first):]:
-                if self._deliver(seed, self._pool_run(seed, cfg), on_run):
-                    return
-            return
-        rule = _FitStopRule(cfg, list(seeds), on_run)
-        results = self._fit([(s, cfg) for s in seeds], stop_rule=rule)
-        rule(results, final=True)
+def _deliver(seed, run, on_run) -> bool:
+    failure = None if run.get("status") == "ok" else (run.get("failure") or "failed")
+    return on_run(seed, run, failure)
 
 
 def _merged(base: dict, override: dict) -> dict:
@@ -233,35 +181,10 @@ def _merged(base: dict, override: dict) -> dict:
     return out
 
 
-class _FitStopRule:
-    """``fit_runs``' stop rule: records each finished seed the moment the fit moves on, then races.
-
-    It runs inside the Ray Train worker(s) (a pickled copy) before each job, with the results of
-    the fit so far; the store ignores duplicates (several ranks, a restarted worker group), so
-    recording is idempotent. After the fit the trial replays it on all results in its own process
-    (``final``): that records the last job and sets the trial's racing/failure state and reports.
-    """
-
-    def __init__(self, cfg, seeds, on_run):
-        self.cfg, self.seeds, self.on_run = cfg, seeds, on_run
-        self._seen = 0
-        self._stopped = False
-
-    def __call__(self, results: list[dict], final: bool = False) -> bool:
-        for k in range(self._seen, len(results)):
-            run = results[k]
-            failure = None if run.get("status") == "ok" else (run.get("failure") or "failed")
-            self._seen = k + 1
-            if self.on_run(self.seeds[k], run, failure, in_worker=not final):
-                self._stopped = True
-                break
-        return self._stopped
-
-
-def make_runner(space: SearchSpace, storage_path: str, queue=None):
+def make_runner(space: SearchSpace, client=None, n_layer: int | None = None):
     if space.trainable == "simulated":
-        return SimulatedRunner(space)
-    return RealRunner(space, storage_path, queue)
+        return SimulatedRunner(space, n_layer)
+    return RealRunner(space, client, n_layer)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,7 +227,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     def records() -> list[dict]:
         return [r for r in (store.lookup(chash, s, stage) for s in seeds) if r is not None]
 
-    def after_record(report_now: bool = True) -> bool:
+    def after_record() -> bool:
         recs = records()
         stats = obj.config_stats(recs, space.objective)
         metrics = obj.tune_metrics(stats, space.objective)
@@ -312,7 +235,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
             incumbent = store.incumbent(n_full)
             state["raced"] = obj.race_decision(stats["deltas"], n_full, incumbent, space.racing,
                                                space.objective.interval)
-        if report is not None and metrics is not None and report_now:
+        if report is not None and metrics is not None:
             done = len(recs) >= n_full or state["raced"] is not None
             report({**metrics, "runs_saved": (n_full - len(recs)) if state["raced"] else 0,
                     "raced": bool(state["raced"]), "done": done})
@@ -337,8 +260,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     if todo:
         baselines = ensure_baselines(runner, store, todo)
 
-        def on_run(seed: int, run: dict | None, failure: str | None, in_worker: bool = False) -> bool:
-            # in_worker: called inside a Ray Train worker, where Tune's report is not available
+        def on_run(seed: int, run: dict | None, failure: str | None) -> bool:
             if failure is None and not _finite_run(run):
                 failure = "diverged: the FS run returned a NaN or infinite metric"
             base = baselines[seed]
@@ -353,17 +275,17 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
             later = todo[todo.index(seed) + 1:]
             if later:
                 store.mark_running(trial_id or "", cfg.model_dump(), chash, later[0], stage)
-            return after_record(report_now=not in_worker)
+            return after_record()
 
         # The seed about to run is marked so that a trial process killed outright (a real OOM)
         # can still be recorded as failed on that seed by the driver's callback.
         store.mark_running(trial_id or "", cfg.model_dump(), chash, todo[0], stage)
         try:
-            runner.fs_runs(cfg, todo, baselines, on_run)
-        except Exception as exc:  # noqa: BLE001 - a crashed fit fails the first seed it left undone
+            runner.fs_runs(cfg, todo, baselines, on_run, trial_id=trial_id)
+        except Exception as exc:  # noqa: BLE001 - a crash fails the first seed it left undone
             undone = [s for s in todo if store.lookup(chash, s, stage) is None]
             if undone and state["failure"] is None:
-                on_run(undone[0], None, _failure_of(exc))
+                on_run(undone[0], None, first_line(exc))
     if state["failure"] is not None:
         raise RunFailed(f"config {cfg.label()} failed: {state['failure']}")
     stats = obj.config_stats(records(), space.objective)

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from analysis import bimodal
 from fsray.search.space import ObjectiveSection, RacingSection
 
 
@@ -23,14 +24,12 @@ def paired_delta(rec: dict, metric_key: str) -> float | None:
 
 
 def _learned(run: dict | None, rec: dict, metric_key: str, margin: float) -> bool | None:
+    """What the run recorded, else the one rule (``analysis.bimodal.run_learned``) on its metric."""
     if run is None:
         return None
     if run.get("learned") is not None:
         return bool(run["learned"])
-    chance = (rec.get("chance") or {}).get(metric_key)
-    if chance is None:
-        return None
-    return bool(run[metric_key] > chance + margin)
+    return bimodal.run_learned(run.get(metric_key), (rec.get("chance") or {}).get(metric_key), margin)
 
 
 def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
@@ -67,8 +66,6 @@ def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
 
 def _breakthrough_lower_bound(records: list[dict], objective: ObjectiveSection) -> float | None:
     """Lower bound of the change in breakthrough rate (share of seeds that learn), issue 7."""
-    from analysis import bimodal
-
     key = objective.delta_key
     both = only_fs = only_base = neither = 0
     for rec in records:

@@ -1,0 +1,109 @@
+"""What the terminal shows during a search: a live progress line, and one line per event that matters.
+
+On a terminal a tqdm bar (runs done / planned, trials running, elapsed, ETA) stays at the bottom and
+every other line is written above it; elsewhere (a log, CI) each finished run is one plain line. Ray's
+own output goes to ``<run>/ray.log`` (``quiet_stderr``), not here, unless ``--debug``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+class Progress:
+    def __init__(self, say: Callable[[str], None] = print, planned: int = 0, tty: bool | None = None):
+        self._say = say
+        self.planned, self.done = planned, 0
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+        self.bar = None
+        self.trials_running = 0
+        if tty is None:
+            tty = say is print and sys.stdout.isatty()
+        if tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=planned or None, file=sys.stdout, dynamic_ncols=True, leave=False,
+                            bar_format="[tune] {n_fmt}/{total_fmt} runs |{bar}| {postfix} "
+                                       "[{elapsed}<{remaining}]")
+
+    def say(self, line: str) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.write(line)
+            else:
+                self._say(line)
+
+    def plan(self, more: int) -> None:
+        """``more`` runs were added to (or, negative, removed from) what the search will train."""
+        with self.lock:
+            self.planned = max(self.done, self.planned + more)
+            if self.bar is not None:
+                self.bar.total = self.planned
+                self.bar.refresh()
+
+    def trials(self, running: int) -> None:
+        self.trials_running = running
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"trials running {running}")
+
+    def eta(self) -> str:
+        if not self.done or self.planned <= self.done:
+            return "?"
+        per_run = (time.monotonic() - self.t0) / self.done
+        return _clock(per_run * (self.planned - self.done))
+
+    def on_event(self, event: dict) -> None:
+        if event.get("kind") != "done":
+            self.say(f"[tune] {event['line']}")
+            return
+        with self.lock:
+            self.done += 1
+            if self.done > self.planned:
+                self.planned = self.done
+            if self.bar is not None:
+                self.bar.total = self.planned
+                self.bar.update(1)
+                return
+        what = event.get("tag") or event.get("mode") or "run"
+        status = "" if event.get("status") == "ok" else f" ({event.get('status')})"
+        secs = event.get("seconds")
+        took = f" in {secs:.0f} s" if isinstance(secs, (int, float)) else ""
+        self._say(f"[tune] run {self.done}/{self.planned} done: seed {event.get('seed')} {what}"
+                  f"{status}{took} | elapsed {_clock(time.monotonic() - self.t0)}, ETA {self.eta()}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@contextmanager
+def quiet_stderr(log_path: Path, enabled: bool = True):
+    """Send this process's file descriptor 2 (Ray's C++ and Python logs, warnings) to ``log_path``
+    for the duration; fsray's own lines go to stdout and are unaffected."""
+    if not enabled:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 2)
+    os.close(fd)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
