@@ -1,0 +1,48 @@
+"""A fixed-seed paired run's record is pinned: refactoring the harness, the record builder or the FS
+hand-off must not change what a run produces. The fixture was written by the code before the
+consolidation (commit 1f1a92e) and the code after it produced the same bytes, except the FS config's
+``head_alpha_init`` default (None = alpha_init, the researchers' convention) and so its hash."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from fsray.fsconfig import FSConfig
+from fsray.trainer import TrainSpec, make_record, run_mode
+
+PINNED = Path(__file__).parent / "fixtures" / "pinned_paired_record.json"
+SPEC = TrainSpec.model_validate({
+    "task": {"name": "kv_retrieval", "options": {"order": "query_after", "n_pairs": "2-3", "value_len": "1-1"}},
+    "model": {"n_layer": 2, "d_model": 32, "head_size": 8},
+    "budget": {"steps": 6, "batch_size": 16, "eval_every": 3, "warmup": 1},
+    "data": {"n_train": 64, "n_val": 32, "eval_batch_size": 32},
+})
+FS = FSConfig(fs_layer_start=1, alpha_init=-1.0, alpha_lr=1e-2, fs_alpha_schedule="linear")
+RUN_TIME_FIELDS = {"time", "code_version", "fs_semantics", "baseline_key"}
+
+
+def _same(a, b, where="record"):
+    """Equal, floats to 1e-6 relative (the same CPU gives the same bits; another ISA may round)."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9), f"{where}: {a} != {b}"
+    elif isinstance(a, dict):
+        assert set(a) == set(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
+
+
+def test_fixed_seed_paired_record_is_unchanged():
+    base, run = run_mode(SPEC, 5, None), run_mode(SPEC, 5, FS)
+    rec = make_record(SPEC, FS, 5, base, run, stage="train")
+    got = {k: v for k, v in rec.items() if k not in RUN_TIME_FIELDS}
+    for side in ("baseline", "fs"):
+        got[side] = {k: v for k, v in got[side].items() if k not in ("seconds", "cpu_seconds")}
+    _same(json.loads(json.dumps(got)), json.loads(PINNED.read_text()))
