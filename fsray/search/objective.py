@@ -49,6 +49,11 @@ def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
         "objective": None,
         "deltas": deltas,
     }
+    if records and all(r["status"] == "noop" for r in records):
+        # Provably identical to no_fs: free A/A evidence, recorded, but never an objective value
+        # (its interval [0, 0] would beat any noisy real configuration's lower bound).
+        out["noop"] = True
+        return out
     if n < 2:
         return out
     lo, hi = mean_interval(d, level=objective.level, method=objective.interval)
@@ -86,8 +91,16 @@ def _breakthrough_lower_bound(records: list[dict], objective: ObjectiveSection) 
     return float(lo)
 
 
+# What Optuna is told about a provable no-op: the worst value a paired accuracy delta can take, so
+# the sampler learns that region is useless, never that it is the best.
+NOOP_OBJECTIVE = -1.0
+
+
 def tune_metrics(stats: dict, objective: ObjectiveSection) -> dict | None:
     """What a trial reports to Tune; None until there are 2 deltas (no interval before)."""
+    if stats.get("noop"):
+        return {"objective": NOOP_OBJECTIVE, "mean_delta": NOOP_OBJECTIVE, "spread": 1.0,
+                "lower": 0.0, "upper": 0.0, "n_seeds": stats["n"], "noop": True}
     if stats["n"] < 2 or stats["objective"] is None or not math.isfinite(stats["objective"]):
         return None
     return {
@@ -107,8 +120,8 @@ def incumbent_bound(groups: dict[str, list[dict]], n_full: int, objective: Objec
     key = objective.delta_key
     best = None
     for records in groups.values():
-        if any(r["status"] == "failed" for r in records):
-            continue
+        if any(r["status"] == "failed" for r in records) or all(r["status"] == "noop" for r in records):
+            continue   # a failed config, or a no-op one, is never the incumbent
         d = [paired_delta(r, key) for r in records]
         if len(d) < n_full or len(d) < 2:
             continue
