@@ -109,7 +109,7 @@ def run(args) -> int:
     if update:
         space = space.model_validate({**space.model_dump(), **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in update.items()}})
     summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,
-                         say=lambda line: print(line, flush=True))
+                         say=None, debug=getattr(args, "debug", False))
     print(render_summary(summary, list(space.space), top=args.top), flush=True)
     write_stability_report(Path(summary["run_dir"]))
     return 0

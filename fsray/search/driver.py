@@ -26,7 +26,7 @@ from fsray.errors import UsageError
 from fsray.search.evaluate import StoreClient, ensure_baselines, evaluate_config, make_runner
 from fsray.search.importance import knob_importance, write_importance
 from fsray.harness import HarnessClient
-from fsray.search.progress import Progress, quiet_stderr
+from fsray.search.progress import Progress, quiet_output
 from fsray.search.space import SearchSpace
 from fsray.search.summary import best_row, config_rows, run_counts, short_label
 
@@ -62,7 +62,8 @@ def _trial(config: dict, space_json: str, store_actor, client=None, baseline_key
 # callbacks (run in the driver)
 
 
-def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, say):
+def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, say,
+                   on_running: Callable[[int], None] | None = None):
     from ray.tune import Callback
 
     class SearchCallback(Callback):
@@ -70,11 +71,21 @@ def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, s
 
         def __init__(self):
             self.done = 0
+            self.running: set[str] = set()
             self.finished: set[str] = set()  # config hashes of finished trials
+
+        def _running(self, trial, started: bool) -> None:
+            (self.running.add if started else self.running.discard)(trial.trial_id)
+            if on_running is not None:
+                on_running(len(self.running))
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self._running(trial, True)
 
         def _finish(self, trial):
             from fsray.fsconfig import config_hash
 
+            self._running(trial, False)
             self.done += 1
             try:
                 self.finished.add(config_hash(space.fs_config(dict(trial.config))))
@@ -218,16 +229,12 @@ def _driver_node_resource() -> str:
     return "node:__internal_head__"
 
 
-def _start_ray() -> bool:
-    import ray
+def _start_ray(log_dir: Path | None = None) -> bool:
+    # A cluster when RAY_ADDRESS names one (checked: it answers, token auth as Ray sets it up, one
+    # line otherwise); otherwise always a fresh local instance of our own. fsray/cluster.py.
+    from fsray.cluster import start_ray
 
-    if ray.is_initialized():
-        return False
-    # A cluster when RAY_ADDRESS names one; otherwise always a fresh local instance of our own.
-    address = os.environ.get("RAY_ADDRESS") or "local"
-    ray.init(address=address, include_dashboard=False, log_to_driver=False,
-             logging_level="WARNING", configure_logging=True)
-    return True
+    return start_ray(log_dir=log_dir)
 
 
 def _store_actor(run_dir: Path, space: SearchSpace):
@@ -280,7 +287,7 @@ def _refuse_other_semantics(path: Path) -> None:
 
 
 def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
-               confirm_seeds: int | None = None, say: Callable[[str], None] = print,
+               confirm_seeds: int | None = None, say: Callable[[str], None] | None = None,
                debug: bool = False) -> dict:
     """Run (or resume) a search to its summary; returns the summary dict. Unless ``debug``, Ray's
     own output goes to ``<run>/ray.log``."""
@@ -290,12 +297,12 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
         if saved.model_dump(exclude={"search"}) != space.model_dump(exclude={"search"}):
             raise UsageError(f"--resume: {run_dir} was made by a different search file")
     _write_space(run_dir, space)
-    progress = Progress(say)
-    try:
-        with quiet_stderr(run_dir / RAY_LOG, enabled=not debug):
+    with quiet_output(run_dir / RAY_LOG, enabled=not debug) as terminal:
+        progress = Progress(say, stream=terminal)
+        try:
             return _run_search(space, run_dir, resume, confirm_seeds, progress)
-    finally:
-        progress.close()
+        finally:
+            progress.close()
 
 
 def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: int | None,
@@ -342,7 +349,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
                                  baseline_keys={s: runner.baseline_key(s) for s in seeds},
                                  n_layer=n_layer),
             _trial_resources(space))
-        callback = _make_callback(store, space, runner, space.search.trials, say)
+        callback = _make_callback(store, space, runner, space.search.trials, say, progress.trials)
         tune_path = run_dir / TUNE_DIR
         if resume and tune.Tuner.can_restore(str(tune_path)):
             tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,

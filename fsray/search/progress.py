@@ -2,7 +2,7 @@
 
 On a terminal a tqdm bar (runs done / planned, trials running, elapsed, ETA) stays at the bottom and
 every other line is written above it; elsewhere (a log, CI) each finished run is one plain line. Ray's
-own output goes to ``<run>/ray.log`` (``quiet_stderr``), not here, unless ``--debug``.
+own output goes to ``<run>/ray.log`` (``quiet_output``), not here, unless ``--debug``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, TextIO
 
 
 def _clock(seconds: float) -> str:
@@ -22,19 +22,22 @@ def _clock(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, say: Callable[[str], None] = print, planned: int = 0, tty: bool | None = None):
-        self._say = say
+    def __init__(self, say: Callable[[str], None] | None = None, planned: int = 0,
+                 stream: TextIO | None = None):
+        """``say``: where lines go; by default ``stream`` (stdout), with a live bar when that is a
+        terminal."""
+        stream = stream or sys.stdout
+        tty = say is None and stream.isatty()
+        self._say = say or (lambda line: print(line, file=stream, flush=True))
         self.planned, self.done = planned, 0
         self.t0 = time.monotonic()
         self.lock = threading.Lock()
         self.bar = None
         self.trials_running = 0
-        if tty is None:
-            tty = say is print and sys.stdout.isatty()
         if tty:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=planned or None, file=sys.stdout, dynamic_ncols=True, leave=False,
+            self.bar = tqdm(total=planned or None, file=stream, dynamic_ncols=True, leave=False,
                             bar_format="[tune] {n_fmt}/{total_fmt} runs |{bar}| {postfix} "
                                        "[{elapsed}<{remaining}]")
 
@@ -90,20 +93,29 @@ class Progress:
 
 
 @contextmanager
-def quiet_stderr(log_path: Path, enabled: bool = True):
-    """Send this process's file descriptor 2 (Ray's C++ and Python logs, warnings) to ``log_path``
-    for the duration; fsray's own lines go to stdout and are unaffected."""
+def quiet_output(log_path: Path, enabled: bool = True) -> Iterator[TextIO]:
+    """Send this process's stdout and stderr file descriptors (Ray's C++ and Python logs, the
+    raylet's warnings it prints to stdout, Python warnings) to ``log_path`` for the duration, and
+    yield a stream on the real terminal for fsray's own lines."""
     if not enabled:
-        yield
+        yield sys.stdout
         return
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved_out), "w", buffering=1)
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
     try:
-        yield
+        yield terminal
     finally:
+        sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved, 2)
-        os.close(saved)
+        terminal.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        os.close(saved_out)
+        os.close(saved_err)
+        terminal.close()
