@@ -50,6 +50,19 @@ def learned(metric, chance, margin: float = 0.0) -> np.ndarray:
     return metric > chance + margin
 
 
+def run_learned(value, chance=None, margin: float = 0.0, above=None) -> bool | None:
+    """The one "did this run learn" rule for a single run: its metric above an absolute threshold
+    ``above`` when one is given, else above ``chance + margin`` (``learned``); None when neither
+    a threshold nor a chance level is known, or the metric is missing."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if above is not None:
+        return bool(float(value) > float(above))
+    if chance is None:
+        return None
+    return bool(learned(value, chance, margin))
+
+
 def breakthrough_table(base_learned, fs_learned) -> dict:
     """Counts of paired outcomes: both learned, only FS, only the baseline, neither."""
     base = np.asarray(base_learned, dtype=bool)

@@ -26,9 +26,8 @@ import numpy as np
 import optuna
 
 from fsray.search.evaluate import SimulatedRunner, evaluate_config
-from fsray.search.importance import optuna_distributions
 from fsray.search.simulated import baseline_run, fs_run, true_effect
-from fsray.search.space import parse_space
+from fsray.search.space import optuna_distributions, parse_space
 from fsray.search.store import ResultsStore
 from fsray.search.summary import best_row, config_rows
 

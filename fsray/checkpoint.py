@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UsageError
+from .errors import UsageError, first_line
 from .model import RWKV7, ModelConfig
 
 _SHOW = 6  # how many key names an error lists before "... and N more"
@@ -54,8 +54,7 @@ def _read_state_dict(path: Path, map_location, mmap: bool = False) -> dict[str, 
 
 
 def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+    return first_line(e, with_type=False)[:200]   # a corrupt pickle's message can be huge
 
 
 def infer_config(sd: dict[str, torch.Tensor], source: str = "checkpoint") -> ModelConfig:

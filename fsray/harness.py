@@ -71,7 +71,7 @@ class Dispatcher:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     # ---------------------------------------------------------------- callers
-    async def submit(self, seed: int, fs: dict | None, tag: str = "") -> int:
+    async def submit(self, seed: int, fs, tag: str = "") -> int:
         self._loop_objects()
         job_id, self.next_id = self.next_id, self.next_id + 1
         job = {"id": job_id, "seed": int(seed), "fs": fs, "tag": tag, "attempts": 0}
@@ -209,12 +209,13 @@ class Dispatcher:
 
 
 # ------------------------------------------------------------------------------- in the worker
-def run_key(spec, seed: int, fs: dict | None) -> str:
+def run_key(spec, seed: int, fs: FSConfig | None) -> str:
     """Content key of one seed run (its checkpoint's folder name)."""
     import hashlib
     import json
 
-    blob = json.dumps([spec.model_dump(), int(seed), fs], sort_keys=True, default=str)
+    blob = json.dumps([spec.model_dump(), int(seed), fs.model_dump() if fs else None], sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -257,12 +258,12 @@ def _group_loop(config: dict) -> None:
             return
         if job == IDLE:
             continue
-        fs = FSConfig.model_validate(job["fs"]) if job["fs"] is not None else None
+        fs = job["fs"]
         checkpoint = None
         if config.get("checkpoints"):   # resumable: a run lost with its node continues from here
             from .trainer import RunCheckpoint
 
-            checkpoint = RunCheckpoint(f"{config['checkpoints']}/{run_key(spec, job['seed'], job['fs'])}",
+            checkpoint = RunCheckpoint(f"{config['checkpoints']}/{run_key(spec, job['seed'], fs)}",
                                        every_s=config["checkpoint_every_s"])
         result = run_seed_job(spec, job["seed"], fs, device=device, checkpoint=checkpoint)
         if rank == 0:
@@ -279,7 +280,8 @@ class HarnessClient:
     def submit(self, seed: int, fs: FSConfig | None, tag: str = "") -> int:
         if fs is not None and not isinstance(fs, FSConfig):
             raise UsageError(f"seed {seed}: expected an FSConfig or None, got {type(fs).__name__}")
-        return ray.get(self.dispatcher.submit.remote(int(seed), fs.model_dump() if fs else None, tag))
+        # the FSConfig itself travels (pickled by Ray): built once from the search, never rebuilt
+        return ray.get(self.dispatcher.submit.remote(int(seed), fs, tag))
 
     def result(self, job_id: int) -> dict:
         return ray.get(self.dispatcher.result.remote(job_id))

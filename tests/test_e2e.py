@@ -70,7 +70,12 @@ def test_shrunken_demo_search_then_report(tmp_path):
             assert r["baseline"]["token_acc"] == base_acc[r["seed"]]
     assert (run_dir / "optuna.db").stat().st_size > 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["counts"]["configs"] >= 1
+    # one configuration per trial (alpha_init is continuous: no two trials share one), each trained
+    # on both seeds (racing needs 2 seeds, so it cannot stop any), every seed's baseline once
+    assert summary["counts"]["configs"] == len(by_cfg) == 3
+    assert {h: sorted(r["seed"] for r in rs) for h, rs in by_cfg.items()} == {h: [0, 1] for h in by_cfg}
+    assert all(r["status"] == "ok" for r in recs), [r["failure"] for r in recs if r["status"] != "ok"]
+    assert summary["counts"]["baselines_trained"] == 2 and summary["counts"]["fs_runs"] == 6
 
     # fsray report on the run: JSON numbers equal the records' own paired deltas.
     rep = _fsray("report", str(run_dir), "--format", "json", cwd=tmp_path)

@@ -50,7 +50,7 @@ def test_a_lost_group_gives_its_run_to_another_group_and_the_retry_is_said(ray_l
     job = client.submit(3, FS_ON, tag="trial t1")
     node = ray.get_runtime_context().get_node_id()
     got = ray.get(d.next_job.remote("a", node, 111))
-    assert got["seed"] == 3 and got["fs"] == FS_ON.model_dump()
+    assert got["seed"] == 3 and got["fs"] == FS_ON
     ray.get(d.group_lost.remote("a", "its node was lost"))
     (event,) = _events(d, 1)
     assert event["kind"] == "retry" and "seed 3 (trial t1 prompt_fs)" in event["line"]

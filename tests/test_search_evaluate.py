@@ -1,7 +1,8 @@
 """One configuration over seeds, without Ray: racing, baseline sharing, no-ops, failures, cache.
 
 ``evaluate_config`` talks to the store through its plain methods, so an in-process
-``ResultsStore`` stands in for the actor here.
+``ResultsStore`` stands in for the actor here. Failing seed runs are injected by the test
+(``tests/sim_faults.py``), not by the simulated trainable.
 """
 
 from __future__ import annotations
@@ -13,14 +14,22 @@ import numpy as np
 
 import pytest
 
+import paired_schema
+import sim_faults
 from analysis.schema import read_records
 from fsray.errors import RunFailed
+from fsray.fsconfig import config_hash
+from fsray.search import simulated
 from fsray.search.evaluate import SimulatedRunner, evaluate_config
 from fsray.search.simulated import true_effect
 from fsray.search.space import parse_space
 from fsray.search.store import ResultsStore
 
 SEEDS = [0, 1, 2, 3, 4, 5]
+# fs_layer_start 3 crashes on seed 2, 4 diverges (NaN metrics), 5 runs out of memory
+FAULTS = [{"when": {"fs_layer_start": 3}, "kind": "raise", "at_seed": 2},
+          {"when": {"fs_layer_start": 4}, "kind": "nan"},
+          {"when": {"fs_layer_start": 5}, "kind": "oom"}]
 
 
 def _space(**extra):
@@ -33,9 +42,6 @@ def _space(**extra):
             "n_layer": 12, "noise_sd": 0.005,
             "effects": {"fs_layer_start": {"peak": 8, "width": 1.5, "height": 0.05},
                         "fs_norm": {"values": {"true": 0.0, "false": -0.08}}},
-            "failures": [{"when": {"fs_layer_start": 3}, "kind": "raise", "at_seed": 2},
-                         {"when": {"fs_layer_start": 4}, "kind": "nan"},
-                         {"when": {"fs_layer_start": 5}, "kind": "oom"}],
         },
     }
     raw.update(extra)
@@ -54,16 +60,17 @@ class CountingRunner(SimulatedRunner):
         self.baseline_seeds += list(seeds)
         return super().train_baselines(seeds)
 
-    def fs_runs(self, cfg, seeds, baselines, on_run):
+    def fs_runs(self, cfg, seeds, baselines, on_run, **kw):
         def counted(seed, run, failure):
             self.fs_seeds.append((cfg.fs_layer_start, cfg.fs_norm, seed))
             return on_run(seed, run, failure)
 
-        super().fs_runs(cfg, seeds, baselines, counted)
+        super().fs_runs(cfg, seeds, baselines, counted, **kw)
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, monkeypatch):
+    sim_faults.patch(monkeypatch, FAULTS)
     space = _space()
     store = ResultsStore(str(tmp_path / "run"), str(tmp_path / "cache"), space.objective.model_dump())
     return space, store, CountingRunner(space)
@@ -121,7 +128,9 @@ def test_noop_config_recorded_without_training(setup):
     recs = store.all_records()
     assert [r["status"] for r in recs] == ["noop"] * 6
     assert "no layer is seeded" in recs[0]["noop_reason"]
-    assert out["mean"] == 0.0 and out["lo"] == 0.0 and out["signs"] == [0, 6, 0]
+    # recorded as A/A evidence (every delta exactly 0) but never given an objective value
+    assert out["mean"] == 0.0 and out["signs"] == [0, 6, 0] and out["deltas"] == [0.0] * 6
+    assert out["noop"] is True and out["objective"] is None
 
 
 @pytest.mark.parametrize("lstart, reason, failed_seed", [
@@ -165,8 +174,63 @@ def test_simulated_surface_is_the_documented_one():
     cfg = space.fs_config({"fs_layer_start": 5, "fs_norm": False})
     assert true_effect(space.simulated, cfg) == pytest.approx(0.05 * 0.1353352832 - 0.08, rel=1e-6)
     assert true_effect(space.simulated, space.fs_config({"fs_layer_start": 12, "fs_norm": False})) == 0.0
-    # records are valid fsray.paired/1 lines
-    assert json.loads(json.dumps(cfg.model_dump()))["fs_layer_start"] == 5
+
+
+def test_records_are_valid_fsray_paired_lines(setup):
+    """Every line the store holds (ok, no-op and failed seeds) is an fsray.paired/1 record: the
+    reader's validation and the full documented shape, with the values of what was run."""
+    space, store, runner = setup
+    good = space.fs_config({"fs_layer_start": 8, "fs_norm": True})
+    noop = space.fs_config({"fs_layer_start": 12, "fs_norm": True})
+    crash = space.fs_config({"fs_layer_start": 3, "fs_norm": True})
+    out = evaluate_config(space, runner, store, {"fs_layer_start": 8, "fs_norm": True}, SEEDS,
+                          trial_id="t-good", race=False)
+    evaluate_config(space, runner, store, {"fs_layer_start": 12, "fs_norm": True}, SEEDS[:2],
+                    trial_id="t-noop")
+    with pytest.raises(RunFailed):
+        evaluate_config(space, runner, store, {"fs_layer_start": 3, "fs_norm": True}, SEEDS,
+                        trial_id="t-crash", race=False)
+
+    lines = store.path.read_text().splitlines()
+    got = read_records(store.path)
+    assert got.problems == [] and len(got.records) == len(lines) == 6 + 2 + 3
+    for i, line in enumerate(lines, 1):
+        paired_schema.check(json.loads(line), f"results.jsonl:{i}")
+    by_cfg: dict[str, list[dict]] = {}
+    for r in got.records:
+        assert r["task"] == "kv_retrieval" and r["stage"] == "selection"
+        by_cfg.setdefault(r["config_hash"], []).append(r)
+    assert set(by_cfg) == {config_hash(good), config_hash(noop), config_hash(crash)}
+
+    # ok: the configuration run, each side the simulated run of that seed, delta = fs - baseline
+    recs = by_cfg[config_hash(good)]
+    assert [r["seed"] for r in recs] == SEEDS and out["n"] == 6
+    for r, delta in zip(recs, out["deltas"]):
+        base = simulated.baseline_run(space.simulated, r["seed"])
+        fs = simulated.fs_run(space.simulated, good, r["seed"], base)
+        assert (r["status"], r["failure"], r["trial_id"]) == ("ok", None, "t-good")
+        assert r["config"] == good.model_dump() and r["config_label"] == good.label()
+        assert (r["baseline"]["mode"], r["fs"]["mode"]) == ("no_fs", "prompt_fs")
+        assert r["baseline"]["token_acc"] == base["token_acc"] and r["fs"]["token_acc"] == fs["token_acc"]
+        assert r["fs"]["token_acc"] - r["baseline"]["token_acc"] == pytest.approx(delta, abs=1e-15)
+        assert r["baseline_key"] == runner.baseline_key(r["seed"])
+    # no-op: recorded without training, the FS side is the baseline itself
+    for r in by_cfg[config_hash(noop)]:
+        assert r["status"] == "noop" and "no layer is seeded" in r["noop_reason"]
+        assert r["fs"]["token_acc"] == r["baseline"]["token_acc"] and r["trial_id"] == "t-noop"
+    # failed: the seeds before the crash are kept, the crashed seed says why
+    recs = by_cfg[config_hash(crash)]
+    assert [(r["seed"], r["status"]) for r in recs] == [(0, "ok"), (1, "ok"), (2, "failed")]
+    assert "simulated crash" in recs[2]["failure"]
+    assert recs[2]["fs"] is None or (recs[2]["fs"]["mode"], recs[2]["fs"]["status"]) == ("prompt_fs", "failed")
+
+    # the strict schema catches what the reader's validation lets through
+    rec = got.records[0]
+    for broken in ({**rec, "fs": {**rec["fs"], "mode": "no_fs"}}, {**rec, "seed": -1},
+                   {**rec, "failure": "why"}, {**rec, "config_hash": "XYZ"}, {**rec, "stage": "other"},
+                   {**rec, "fs": {**rec["fs"], "token_acc": 1.5}}):
+        with pytest.raises(paired_schema.jsonschema.ValidationError):
+            paired_schema.check(broken)
 
 
 def _pair(seed, base_learned, fs_learned, d=0.0):

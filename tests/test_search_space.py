@@ -48,14 +48,33 @@ def test_every_shipped_space_loads():
             _check_real(space)
 
 
+# The depth of each checkpoint a shipped space names: the project's embedded base (2 layers) and
+# BlinkDL's RWKV-7 g1d 0.1b (L12-D768), which is not shipped (checked where the file is present).
+CHECKPOINT_DEPTH = {"embedded:base": 2, "rwkv7-g1d-0.1b-20260129-ctx8192.pth": 12}
+
+
 def _check_real(space):
-    """The trainer and the task registry accept what a real space hands them."""
+    """The trainer and the task registry accept what a real space hands them, and the depth that
+    decides no-op configurations is the checkpoint's."""
+    from fsray.checkpoint import read_config
     from fsray.search.evaluate import RealRunner
     from fsray.tasks import get_task
+    from fsray.trainer import EMBEDDED_BASE, EMBEDDED_BASE_FILE
 
-    runner = RealRunner(space, "unused")  # builds and validates the trainer's TrainSpec
+    checkpoint = {**({"checkpoint": EMBEDDED_BASE} if space.base == "embedded_default" else {}),
+                  **space.model}["checkpoint"]
+    expected = CHECKPOINT_DEPTH[Path(checkpoint).name]
+    path = EMBEDDED_BASE_FILE if checkpoint == EMBEDDED_BASE else REPO / checkpoint
+    if path.exists():
+        assert read_config(path).n_layer == expected, checkpoint
+        runner = RealRunner(space)   # builds the trainer's TrainSpec and reads the depth from the file
+    else:
+        # not shipped: the depth the search file declares must be the checkpoint's
+        assert space.n_layer == expected, space.name
+        runner = RealRunner(space, n_layer=space.n_layer)
+    assert space.n_layer in (None, expected), space.name
+    assert runner.n_layer == expected and runner.spec.model.checkpoint == checkpoint, space.name
     get_task(runner.spec.task.name, **runner.spec.task.options)
-    assert (space.depth() or runner.spec.model.n_layer) >= 2
 
 
 def _corner_params(space):

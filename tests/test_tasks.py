@@ -356,7 +356,7 @@ def test_every_task_has_an_order_option_unfriendly_first(name):
     from fsray.tasks import task_class
 
     cls = task_class(name)
-    assert cls.name == name and cls.description == TASKS[name]
+    assert cls.name == name and not hasattr(cls, "description")   # described once, in TASKS
     task = get_task(name)
     assert task.options["order"] == cls.ORDERS[0] and len(set(cls.ORDERS)) == 2
     assert get_task(name, order=cls.ORDERS[1]).options["order"] == cls.ORDERS[1]

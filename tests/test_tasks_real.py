@@ -1,4 +1,4 @@
-"""Real-data task adapters on the fixture files (hub schemas, written by fsray.tasks.make_fixtures)."""
+"""Real-data task adapters on the fixture files (hub schemas, written by tests/make_fixtures.py)."""
 
 from __future__ import annotations
 
@@ -274,7 +274,7 @@ def test_punctuation_prompt_limit_and_span_option():
 
 
 def test_fixture_files_are_what_make_fixtures_writes(tmp_path):
-    from fsray.tasks.make_fixtures import main
+    from make_fixtures import main   # tests/make_fixtures.py
 
     main([str(tmp_path)])
     written = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())

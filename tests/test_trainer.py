@@ -191,7 +191,7 @@ def test_pretrain_writes_a_loadable_base_and_the_trainer_post_trains_it(tmp_path
     import random
 
     from fsray.checkpoint import load_blinkdl
-    from fsray.commands.pretrain import generic_text, pretrain
+    from fsray.pretrain import generic_text, pretrain
 
     text = generic_text(random.Random(0), 2000)
     assert text == generic_text(random.Random(0), 2000) and "Q:" not in text

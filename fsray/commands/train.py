@@ -21,6 +21,7 @@ EPILOG = """examples:
   fsray train --order query_first --steps 200 --seeds 0-4 --out runs/qf/results.jsonl
   fsray train --config my_run.yaml --ray-workers 2             # through Ray Train, 2 workers
   fsray train --task-option n_pairs=4-8 --task-option max_prompt_len=96
+  fsray train --checkpoint none --n-layer 2 --d-model 32 --head-size 8   # tiny model, no pretraining
 
 config file (YAML): the TrainSpec fields (task, model, budget, data, threads, wkv_backend, ...)
 plus optional `fs:` (FS knobs) and `seeds:` (list); flags given on the command line override it.
@@ -36,6 +37,9 @@ _SPEC_FLAGS = {   # flag dest -> (section, field)
     "wkv_backend": (None, "wkv_backend"),
 }
 
+_SHAPE_FIELDS = ("n_layer", "d_model", "head_size")   # what a checkpoint fixes
+_NO_CHECKPOINT = ("none", "")                           # --checkpoint none: a model from its init
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
@@ -50,7 +54,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       ("--max-seconds", float), ("--warmup", int), ("--n-train", int), ("--n-val", int),
                       ("--n-layer", int), ("--d-model", int), ("--head-size", int), ("--threads", int)):
         b.add_argument(flag, type=typ, default=None)
-    b.add_argument("--checkpoint", default=None, help="BlinkDL .pth (or embedded:base)")
+    b.add_argument("--checkpoint", default=None,
+                   help="BlinkDL .pth, embedded:base (the default), or none: a tiny model from its "
+                        "seed's init, shaped by --n-layer/--d-model/--head-size (a checkpoint fixes "
+                        "the shape: a shape flag that disagrees with it is an error)")
     b.add_argument("--tokenizer", choices=["byte", "world"], default=None)
     b.add_argument("--wkv-backend", default=None)
     f = p.add_argument_group("Future-Seed knobs (SPEC §4)")
@@ -118,16 +125,24 @@ def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
         options[key.strip()] = yaml.safe_load(value)
     task["options"] = options
     spec_dict["task"] = task
+    # the model shape asked for, and by whom: the config file's model section, then flags
+    asked = {f: (f"--config model.{f}", v) for f, v in (raw.get("model") or {}).items() if f in _SHAPE_FIELDS}
     for dest, (section, field) in _SPEC_FLAGS.items():
         value = getattr(args, dest, None)
         if value is None:
             continue
+        if dest == "checkpoint" and value.strip().lower() in _NO_CHECKPOINT:
+            value = None
+        if dest in _SHAPE_FIELDS:
+            asked[dest] = ("--" + dest.replace("_", "-"), value)
         if section is None:
             spec_dict[field] = value
         else:
             spec_dict.setdefault(section, {})
             spec_dict[section] = dict(spec_dict[section]) | {field: value}
     spec = TrainSpec.model_validate(spec_dict)
+    if spec.model.checkpoint is not None:
+        _refuse_shape_overridden(spec.model.checkpoint, asked)
     for name in FSConfig.model_fields:
         value = getattr(args, f"fs__{name}", None)
         if value is not None:
@@ -140,6 +155,28 @@ def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
     elif not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise UsageError(f"--config: seeds must be a list of integers, got {seeds!r}")
     return spec, fs, list(seeds)
+
+
+def checkpoint_shape(checkpoint: str):
+    """The ``ModelConfig`` a checkpoint fixes (read without building the model)."""
+    from fsray.checkpoint import read_config
+    from fsray.trainer import resolve_checkpoint
+
+    return read_config(resolve_checkpoint(checkpoint))
+
+
+def _refuse_shape_overridden(checkpoint: str, asked: dict[str, tuple[str, int]]) -> None:
+    """A shape asked for (flag or config field) that the checkpoint overrides is bad input, named
+    with both values, never a silent no-op."""
+    if not asked:
+        return
+    shape = checkpoint_shape(checkpoint)
+    wrong = [f"{who} {value}" for field, (who, value) in asked.items() if getattr(shape, field) != value]
+    if wrong:
+        has = ", ".join(f"{f} {getattr(shape, f)}" for f in _SHAPE_FIELDS)
+        raise UsageError(f"{' and '.join(wrong)} would be ignored: checkpoint {checkpoint} fixes the "
+                         f"model's shape ({has}); drop the flag, or pass --checkpoint none to train a "
+                         f"model of that shape from its init")
 
 
 def _progress_printer(quiet: bool):
@@ -169,12 +206,8 @@ def run(args) -> int:
     from fsray.trainer import make_record, run_mode
 
     spec, fs, seeds = build_inputs(args)
-    noop = fs.noop_reason(spec.model.n_layer) if spec.model.checkpoint is None else None
-    if spec.model.checkpoint is not None:
-        from fsray.trainer import initial_model, task_data
-
-        n_layer = initial_model(spec, seeds[0], task_data(spec).tokenizer.vocab_size).config.n_layer
-        noop = fs.noop_reason(n_layer)
+    n_layer = spec.model.n_layer if spec.model.checkpoint is None else checkpoint_shape(spec.model.checkpoint).n_layer
+    noop = fs.noop_reason(n_layer)
     fs_jobs = noop is None
     print(f"fsray train: task {spec.task.name} {spec.task.options or ''}, seeds {seeds}, "
           f"FS {fs.label()}{' (no-op: ' + noop + ')' if noop else ''}, {spec.budget.steps} steps -> {args.out}",
@@ -189,16 +222,24 @@ def run(args) -> int:
         print(_summary_line(rec), flush=True)
 
     if args.ray_workers and args.ray_workers > 0:
-        from fsray.ray_train import fit_runs
+        import ray
 
-        jobs = [(s, m) for s in seeds for m in ((None, fs) if fs_jobs else (None,))]
-        results = fit_runs(spec, jobs, num_workers=args.ray_workers,
-                           storage_path=str(Path(args.out).resolve().parent / "ray_train"))
-        by_seed: dict[int, dict] = {}
-        for (seed, mode), res in zip(jobs, results):
-            by_seed.setdefault(seed, {})["fs" if mode is not None else "no_fs"] = res
-        for s in seeds:
-            emit(s, by_seed[s]["no_fs"], by_seed[s].get("fs"))
+        from fsray.harness import SeedRunHarness
+        from fsray.search.driver import _start_ray
+
+        started = _start_ray()
+        try:
+            # one worker group of --ray-workers workers (DDP inside each run); every run submitted
+            # at once, each seed's record written the moment both of its runs are back
+            with SeedRunHarness(spec, groups=1, workers=args.ray_workers, name="train",
+                                storage_path=str(Path(args.out).resolve().parent / "ray_train")) as harness:
+                jobs = {s: [harness.submit(s, m) for m in ((None, fs) if fs_jobs else (None,))] for s in seeds}
+                for s in seeds:
+                    runs = [harness.result(j) for j in jobs[s]]
+                    emit(s, runs[0], runs[1] if fs_jobs else None)
+        finally:
+            if started:
+                ray.shutdown()
     else:
         progress = _progress_printer(args.quiet)
         for seed in seeds:

@@ -190,7 +190,7 @@ def _searcher(space: SearchSpace, run_dir: Path):
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from fsray.search.importance import optuna_distributions
+    from fsray.search.space import optuna_distributions
 
     if space.objective.kind == "multi":
         metric, mode = ["mean_delta", "spread"], ["max", "min"]

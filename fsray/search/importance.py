@@ -14,20 +14,7 @@ from pathlib import Path
 
 import optuna
 
-from fsray.search.space import Categorical, FloatRange, IntRange, SearchSpace
-
-
-def optuna_distributions(space: SearchSpace) -> dict[str, optuna.distributions.BaseDistribution]:
-    out = {}
-    for knob, dist in space.space.items():
-        if isinstance(dist, Categorical):
-            out[knob] = optuna.distributions.CategoricalDistribution(dist.choices)
-        elif isinstance(dist, IntRange):
-            out[knob] = optuna.distributions.IntDistribution(dist.low, dist.high, step=dist.step)
-        elif isinstance(dist, FloatRange):
-            out[knob] = optuna.distributions.FloatDistribution(
-                dist.low, dist.high, log=dist.type == "log_float", step=dist.step)
-    return out
+from fsray.search.space import SearchSpace, optuna_distributions
 
 
 def _importance(space: SearchSpace, rows: list[dict], stat: str) -> dict[str, float]:

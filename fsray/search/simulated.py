@@ -20,10 +20,6 @@ from fsray.fsconfig import FSConfig, config_hash
 from fsray.search.space import SimulatedSection
 
 
-class SimulatedOOM(MemoryError):
-    """What a simulated out-of-memory failure raises (stands in for torch.OutOfMemoryError)."""
-
-
 def _rng(*parts) -> np.random.Generator:
     digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -67,15 +63,8 @@ def _run(mode: str, acc: float, seconds: float) -> dict:
     }
 
 
-def _log(sim: SimulatedSection, what: str) -> None:
-    if sim.run_log:
-        with open(sim.run_log, "a") as fh:
-            fh.write(what + "\n")
-
-
 def baseline_run(sim: SimulatedSection, seed: int) -> dict:
     """The simulated no_fs run of ``seed``."""
-    _log(sim, f"no_fs {seed}")
     if sim.seconds_per_run:
         time.sleep(sim.seconds_per_run)
     z = _rng("baseline", seed).standard_normal()
@@ -85,22 +74,11 @@ def baseline_run(sim: SimulatedSection, seed: int) -> dict:
 def fs_run(sim: SimulatedSection, cfg: FSConfig, seed: int, baseline: dict) -> dict:
     """The simulated prompt_fs run of ``cfg`` on ``seed``, paired with ``baseline``.
 
-    Failure rules of the YAML apply here: ``raise`` raises RuntimeError, ``oom`` raises
-    SimulatedOOM, ``nan`` returns a run whose metrics are NaN (the caller must detect it).
+    It never fails: tests that need a crashing, diverging or out-of-memory run wrap this function
+    themselves (``tests/sim_faults.py``).
     """
-    _log(sim, f"prompt_fs {config_hash(cfg)} {seed}")
     if sim.seconds_per_run:
         time.sleep(sim.seconds_per_run)
-    values = cfg.model_dump()
-    for rule in sim.failures:
-        if all(values.get(k) == v for k, v in rule.when.items()) and rule.at_seed in (None, seed):
-            if rule.kind == "raise":
-                raise RuntimeError(f"simulated crash of {cfg.label()} on seed {seed}")
-            if rule.kind == "oom":
-                raise SimulatedOOM(f"simulated out of memory of {cfg.label()} on seed {seed}")
-            run = _run("prompt_fs", 0.0, sim.seconds_per_run)
-            run.update(token_acc=float("nan"), loss=float("nan"), seq_acc=float("nan"))
-            return run
     if cfg.is_noop(sim.n_layer):
         return {**baseline, "mode": "prompt_fs", "cached": False}
     e = _rng("pair", config_hash(cfg), seed).standard_normal()

@@ -141,9 +141,11 @@ class ResourcesSection(_Strict):
     workers: int = Field(default=1, ge=1)
     cpus_per_worker: float = Field(default=1.0, gt=0)
     gpus_per_worker: float = Field(default=0.0, ge=0)
-    # pool: one long-lived worker group per concurrent trial for the whole search (fit overhead
-    # paid once); fit_per_trial: one Ray Train fit per trial with the racing rule inside it.
-    mapping: Literal["pool", "fit_per_trial"] = "pool"
+    # A seed run lost with its node (or its worker group) is run again on another group at most
+    # max_retries times; when no worker group is alive for capacity_timeout_s while runs wait, the
+    # search stops with a message (--resume continues it).
+    max_retries: int = Field(default=2, ge=0)
+    capacity_timeout_s: float = Field(default=600.0, gt=0)
 
 
 class KnobEffect(_Strict):
@@ -166,15 +168,6 @@ class KnobEffect(_Strict):
         return self
 
 
-class FailureRule(_Strict):
-    """Simulated failure: an FS run whose config matches ``when`` fails (on ``at_seed`` only, or
-    on every seed when it is not given)."""
-
-    when: dict[str, Any]
-    kind: Literal["raise", "nan", "oom"] = "raise"
-    at_seed: int | None = None
-
-
 class SimulatedSection(_Strict):
     """Known FS effect surface + seed noise: the search machinery tested in seconds."""
 
@@ -185,8 +178,6 @@ class SimulatedSection(_Strict):
     effects: dict[str, KnobEffect] = Field(default_factory=dict)
     noise_scale: dict[str, dict[str, float]] = Field(default_factory=dict)  # knob -> value -> x sd
     seconds_per_run: float = Field(default=0.0, ge=0)
-    failures: list[FailureRule] = Field(default_factory=list)
-    run_log: str | None = None  # audit file: one line per simulated training run (tests count them)
 
     @model_validator(mode="after")
     def _knobs(self):
@@ -194,10 +185,6 @@ class SimulatedSection(_Strict):
             for knob in keys:
                 if knob not in FS_KNOBS:
                     raise ValueError(f"simulated.{where}: {knob!r} is not an FS knob")
-        for rule in self.failures:
-            for knob in rule.when:
-                if knob not in FS_KNOBS:
-                    raise ValueError(f"simulated.failures.when: {knob!r} is not an FS knob")
         return self
 
 
@@ -233,6 +220,23 @@ class SearchSpace(_Strict):
     results_dir: str = "runs"
     baseline_cache: str = "~/.cache/fsray/baselines"
     storage: str | None = None  # SQLAlchemy URL of the Optuna study; default SQLite in the run dir
+    # Where Ray Tune/Train state and checkpoints go (fsray.storage): a local path (default: the run
+    # directory; one node), a path every node mounts, or an object-store URI (s3://, gs://, ...).
+    # With a URI, the run's results are also copied there when the search ends (`fsray report URI`).
+    # Not `storage`, which stays the Optuna study's SQLAlchemy URL (older search files).
+    storage_path: str | None = None
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_path(cls, v: str | None) -> str | None:
+        # syntax only here; fsray.storage.check_storage probes it before any training
+        if v is not None:
+            v = v.strip()
+            if not v:
+                raise ValueError("empty (leave it out for the run directory)")
+            if "://" in v and not v.split("://", 1)[0].replace("+", "").isalnum():
+                raise ValueError(f"{v!r} is not a URI (SCHEME://BUCKET/PREFIX) or a path")
+        return v
 
     @field_validator("seeds", mode="before")
     @classmethod
@@ -334,3 +338,20 @@ def parse_space(raw: dict, where: str = "search") -> SearchSpace:
         return SearchSpace.model_validate(raw)
     except ValidationError as exc:
         raise UsageError(f"{where}: {_first_error(exc)}") from None
+
+
+def optuna_distributions(space: SearchSpace) -> dict:
+    """The searched knobs as Optuna distributions (``{knob: optuna.distributions.BaseDistribution}``):
+    what the driver's OptunaSearch samples and what the importance study is filled with."""
+    import optuna
+
+    out = {}
+    for knob, dist in space.space.items():
+        if isinstance(dist, Categorical):
+            out[knob] = optuna.distributions.CategoricalDistribution(dist.choices)
+        elif isinstance(dist, IntRange):
+            out[knob] = optuna.distributions.IntDistribution(dist.low, dist.high, step=dist.step)
+        elif isinstance(dist, FloatRange):
+            out[knob] = optuna.distributions.FloatDistribution(
+                dist.low, dist.high, log=dist.type == "log_float", step=dist.step)
+    return out

@@ -18,8 +18,8 @@ Every task has ``order`` (unfriendly value first, the default) and ``max_prompt_
 | punctuation | instruction_after, instruction_first | span_words 8-24, data_files / data_dir (256) |
 
 Real-data tasks load by hub name when the hub is reachable, else from ``data_files`` / ``data_dir``
-in the hub's schema (``fsray/tasks/hub.py``); ``python -m fsray.tasks.make_fixtures`` writes small
-examples of each schema (the test fixtures under ``tests/fixtures/data``).
+in the hub's schema (``fsray/tasks/hub.py``); ``tests/make_fixtures.py`` writes small examples of
+each schema (the test fixtures under ``tests/fixtures/data``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from fsray.errors import UsageError
 
 from .base import Example, Task
 
-# name -> (module, class, one-line description)
+# name -> (module, class, one-line description). The one place a task's description is written.
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     "kv_retrieval": (
         "fsray.tasks.kv_retrieval", "KVRetrieval",

@@ -31,7 +31,6 @@ class ARCOptions(HubTaskOptions):
 
 class ARC(HubTask):
     name = "arc"
-    description = "ARC-Challenge multiple choice, options first (unfriendly) or question first"
     ORDERS = ("options_first", "question_first")
     Options = ARCOptions
     HUB, CONFIG = "allenai/ai2_arc", "ARC-Challenge"

@@ -110,11 +110,11 @@ def _validation_line(task: str, exc: ValidationError) -> str:
 
 
 class Task:
-    """Base class of task adapters. Subclasses set ``name``, ``description``, ``ORDERS``,
-    ``Options`` and implement ``_build`` (and ``chance`` / ``check`` where they can)."""
+    """Base class of task adapters. Subclasses set ``name``, ``ORDERS``, ``Options`` and implement
+    ``_build`` (and ``chance`` / ``check`` where they can); a task's one-line description lives in
+    the registry (``fsray.tasks.TASKS``)."""
 
     name: ClassVar[str] = "task"
-    description: ClassVar[str] = ""
     ORDERS: ClassVar[tuple[str, str]] = ("", "")
     Options: ClassVar[type[TaskOptions]] = TaskOptions
 

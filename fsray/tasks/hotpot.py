@@ -35,7 +35,6 @@ def paragraphs(row: dict) -> list[tuple[str, str]]:
 
 class Hotpot(HubTask):
     name = "hotpot"
-    description = "HotpotQA distractor long context, question after (unfriendly) or first"
     ORDERS = ("question_after", "question_first")
     Options = HotpotOptions
     HUB, CONFIG = "hotpotqa/hotpot_qa", "distractor"

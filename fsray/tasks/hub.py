@@ -26,7 +26,7 @@ from typing import ClassVar
 
 from pydantic import model_validator
 
-from fsray.errors import UsageError
+from fsray.errors import UsageError, first_line
 
 from .base import Example, Task, TaskOptions, Tokenizer, split_of
 
@@ -120,7 +120,7 @@ def _load_rows_cached(task, hub, config, split, files_key, data_dir, example):
         except UsageError:
             raise
         except Exception as exc:  # noqa: BLE001 - any parse failure is bad input, one line
-            raise UsageError(f"task {task}: cannot read data_files for {split}: {_first_line(exc)}") from None
+            raise UsageError(f"task {task}: cannot read data_files for {split}: {first_line(exc, with_type=False)}") from None
         return ds.to_list()
     if data_dir is not None:
         if not Path(data_dir).is_dir():
@@ -130,7 +130,7 @@ def _load_rows_cached(task, hub, config, split, files_key, data_dir, example):
         try:
             dd = datasets.load_dataset(data_dir)
         except Exception as exc:  # noqa: BLE001
-            raise UsageError(f"task {task}: cannot read data_dir {data_dir!r}: {_first_line(exc)}") from None
+            raise UsageError(f"task {task}: cannot read data_dir {data_dir!r}: {first_line(exc, with_type=False)}") from None
         return dd[split].to_list() if split in dd else None
     offline = hub_offline()
     saved = datasets.config.HF_HUB_OFFLINE
@@ -140,7 +140,7 @@ def _load_rows_cached(task, hub, config, split, files_key, data_dir, example):
             datasets.config.HF_HUB_OFFLINE = True
         dd = datasets.load_dataset(hub, config)
     except Exception as exc:  # noqa: BLE001
-        reason = "the hub is offline and it is not cached" if offline else _first_line(exc)
+        reason = "the hub is offline and it is not cached" if offline else first_line(exc, with_type=False)
         raise UsageError(
             f"task {task}: cannot load {hub} ({reason}); " + how_to(task, hub, config, example)
         ) from None
@@ -148,10 +148,6 @@ def _load_rows_cached(task, hub, config, split, files_key, data_dir, example):
         datasets.config.HF_HUB_OFFLINE = saved
     return dd[split].to_list() if split in dd else None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # -- the base of real-data tasks -----------------------------------------------------------------

@@ -123,7 +123,6 @@ class KVOptions(TaskOptions):
 
 class KVRetrieval(GeneratedTask):
     name = "kv_retrieval"
-    description = "synthetic key-value retrieval, query after (unfriendly) or before the document"
     ORDERS = ("query_after", "query_first")
     Options = KVOptions
 

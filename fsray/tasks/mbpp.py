@@ -38,7 +38,6 @@ class MBPPOptions(HubTaskOptions):
 
 class MBPP(HubTask):
     name = "mbpp"
-    description = "MBPP code with notes filled to the max prompt length, task after (unfriendly) or first"
     ORDERS = ("question_after", "question_first")
     Options = MBPPOptions
     HUB, CONFIG = "google-research-datasets/mbpp", "full"

@@ -66,7 +66,6 @@ class MCFactsOptions(TaskOptions):
 
 class MCFacts(GeneratedTask):
     name = "mc_facts"
-    description = "multiple choice over generated facts, options first (unfriendly) or question first"
     ORDERS = ("options_first", "question_first")
     Options = MCFactsOptions
 

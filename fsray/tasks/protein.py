@@ -77,7 +77,6 @@ class ProteinSSOptions(ProteinOptions):
 
 class ProteinSS(_ProteinTask):
     name = "protein_ss"
-    description = "protein secondary-structure label at a queried residue, query after (unfriendly) or first"
     Options = ProteinSSOptions
     HUB, CONFIG = "lamm-mit/protein_secondary_structure_from_PDB", None
     COLUMNS = ("Sequence", "Secondary_structure")
@@ -138,7 +137,6 @@ class ProteinContactOptions(ProteinOptions):
 
 class ProteinContact(_ProteinTask):
     name = "protein_contact"
-    description = "protein contact-pair QA (are residues i, j in contact), query after (unfriendly) or first"
     Options = ProteinContactOptions
     HUB, CONFIG = "proteinglm/contact_prediction_binary", None
     COLUMNS = ("seq", "label")

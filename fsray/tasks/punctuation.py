@@ -53,7 +53,6 @@ class PunctuationOptions(HubTaskOptions):
 
 class Punctuation(HubTask):
     name = "punctuation"
-    description = "punctuation and case restoration of real text, instruction after (unfriendly) or first"
     ORDERS = ("instruction_after", "instruction_first")
     Options = PunctuationOptions
     HUB, CONFIG = "Salesforce/wikitext", "wikitext-2-raw-v1"

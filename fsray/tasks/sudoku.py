@@ -239,7 +239,6 @@ class SudokuOptions(TaskOptions):
 
 class Sudoku(GeneratedTask):
     name = "sudoku"
-    description = "sudoku 4x4 / 9x9 with unique solutions, givens after (unfriendly) or before the blanks"
     ORDERS = ("givens_suffix", "givens_prefix")
     Options = SudokuOptions
     MAX_REDRAWS = 200

@@ -1,6 +1,6 @@
 """Write the tiny test fixtures of the real-data tasks, in each hub dataset's schema and layout.
 
-    python -m fsray.tasks.make_fixtures [OUT]      # default: tests/fixtures/data
+    .venv/bin/python tests/make_fixtures.py [OUT]      # default: tests/fixtures/data
 
 The rows are written by this script (short made-up questions, paragraphs, problems and synthetic
 proteins), a few KB per file, laid out like the hub repositories so ``data_dir=`` finds the splits
@@ -15,7 +15,7 @@ import random
 import sys
 from pathlib import Path
 
-DEFAULT_OUT = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "data"
+DEFAULT_OUT = Path(__file__).resolve().parent / "fixtures" / "data"
 
 
 def _parquet(rows: list[dict], path: Path) -> None:
