@@ -1,9 +1,10 @@
 """fsray report: stability report of paired FS results (fsray runs or the researchers' files).
 
 Reads every file under PATH... (formats recognised by content), summarises each configuration's
-paired deltas and prints a table sorted by the interval's lower bound, or writes markdown, a
-self-contained HTML page, CSV or JSON. Exit 0: all input read; 1: something was skipped (listed) but a
-report was produced; 2: nothing usable.
+paired deltas and prints a table sorted by the interval's lower bound, with a verdict per
+configuration (helps / hurts / no effect >= delta / undecided, analysis.verdict) and the seeds to add
+to decide each undecided one, or writes markdown, a self-contained HTML page, CSV or JSON. Exit 0:
+all input read; 1: something was skipped (listed) but a report was produced; 2: nothing usable.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from pathlib import Path
 
 EPILOG = """examples:
   fsray report runs/demo_cpu                         # terminal table of a search
-  fsray report ../shared/fixtures/upstream_results   # the researchers' summaries and search records
+  fsray report examples/                             # a researcher-format summary and search records
+  fsray report runs/demo_cpu --delta 0.005            # verdicts against a smaller effect of interest
   fsray report runs/demo_cpu --format html --out report.html
   fsray report results.jsonl --metric seq --learned-above 0.5
   fsray report table.csv --format json --interval bca --effect 0.01
@@ -27,7 +29,8 @@ seed and a baseline and FS metric (baseline_acc,fs_acc or no_fs,prompt_fs; optio
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="result files or directories")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="result files or directories, or the storage URI a search copied its results to "
+                             "(s3://BUCKET/PREFIX/RUN, gs://...)")
     parser.add_argument("--format", default="table", choices=("table", "md", "html", "csv", "json"),
                         help="output format (default: table)")
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
@@ -42,18 +45,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--effect", type=float, default=None, metavar="X",
                         help="effect size for 'seeds needed' (default: the observed mean)")
     parser.add_argument("--learned-above", type=float, default=None, metavar="X",
-                        help="a run learned if its metric (token/sequence accuracy) exceeds X")
+                        help="a run learned if its metric (token/sequence accuracy, in [0, 1]) "
+                             "exceeds X; X must lie in [0, 1)")
+    parser.add_argument("--delta", default=None, metavar="X",
+                        help="smallest effect of interest of the verdicts, in the metric's units "
+                             "(default 0.01: one point of accuracy; see the README's 'Verdicts')")
+    parser.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                        help="seeds per configuration the sequential design of the verdicts may "
+                             "reach (default 20; records of a settling search carry their own)")
 
 
 def run(args: argparse.Namespace) -> int:
     from .errors import AnalysisInputError
     from .loaders import load
     from .report import ReportOptions, build, render
+    from .verdict import DEFAULT_DELTA, DEFAULT_HORIZON
 
     options = ReportOptions(metric=args.metric, group_by=tuple(args.group_by),
                             interval=args.interval, level=args.level, effect=args.effect,
-                            learned_above=args.learned_above)
-    loaded = load(args.paths)
+                            learned_above=args.learned_above,
+                            delta=DEFAULT_DELTA if args.delta is None else args.delta,
+                            horizon=DEFAULT_HORIZON if args.max_seeds is None else args.max_seeds)
+    loaded = load(_fetched(args.paths))
     try:
         report = build(loaded, options)
     except AnalysisInputError as exc:
@@ -76,3 +89,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"fsray: {dropped} input item(s) skipped or dropped (listed in the report)",
               file=sys.stderr)
     return report.exit_code
+
+
+def _fetched(paths: list[str]) -> list[str]:
+    """Storage URIs (``fsray tune --storage-path``'s copy of a run) downloaded to a temporary
+    directory (removed at exit); local paths unchanged. fsray.storage.fetch_run."""
+    from fsray.storage import fetch_run, is_uri
+
+    if not any(is_uri(p) for p in paths):
+        return list(paths)
+    import atexit
+    import shutil
+    import tempfile
+
+    out = []
+    for p in paths:
+        if is_uri(p):
+            tmp = tempfile.mkdtemp(prefix="fsray-report-")
+            atexit.register(shutil.rmtree, tmp, True)
+            out.append(str(fetch_run(p, tmp)))
+        else:
+            out.append(p)
+    return out

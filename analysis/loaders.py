@@ -40,8 +40,10 @@ COLUMNS = (
 )
 # Extra columns carried when known: trial_id, failure, learned_margin and learned_metric (acc|seq:
 # what the recorded learned flags judged), pruned (legacy PRUNE mark), config_json (the FS knobs),
-# format (the detected input format).
-EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pruned", "config_json",
+# format (the detected input format), settle_round / settle_horizon (the settling round a record
+# belongs to and its design's seed horizon: the looks a verdict replays, analysis.verdict).
+EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pruned", "settle_round",
+                 "settle_horizon", "config_json",
                  "format")
 
 # Plain tables: accepted column names (lower-cased) for each normalised column.
@@ -266,6 +268,12 @@ def _run_metric(run: dict | None, key: str) -> float:
     return f if math.isfinite(f) else math.nan
 
 
+def _settle(rec: dict, key: str) -> float:
+    """An integer field of the record's ``settle`` object (NaN when absent)."""
+    v = (rec.get("settle") or {}).get(key) if isinstance(rec.get("settle"), dict) else None
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else math.nan
+
+
 def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
     res = read_records(path)
     out.problems.extend(res.problems)
@@ -296,6 +304,7 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             "base_learned": (base or {}).get("learned") if isinstance(base, dict) else None,
             "fs_learned": (fs or {}).get("learned") if isinstance(fs, dict) else None,
             "config_json": json.dumps(rec.get("config") or {}, sort_keys=True),
+            "settle_round": _settle(rec, "round"), "settle_horizon": _settle(rec, "horizon"),
         }
         for short, key in (("acc", "token_acc"), ("loss", "loss"), ("seq", "seq_acc")):
             b, f = _run_metric(base, key), _run_metric(fs, key)

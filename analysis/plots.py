@@ -5,6 +5,9 @@
 * ``paired_lines``: baseline vs FS per seed, one line per seed, runs coloured learned / not learned;
 * ``pareto``: for a search, mean delta against its spread (std) per configuration, the Pareto front
   (highest mean for its spread) marked.
+
+Each plot takes the data frames it draws -- the summary rows (``analysis.summary``), the paired seeds
+and the columns that key one to the other -- and a few plain options, never the report object.
 """
 
 from __future__ import annotations
@@ -60,21 +63,19 @@ def _first_rows(summary: pd.DataFrame, k: int) -> pd.DataFrame:
     return summary.iloc[order[:k]]
 
 
-def _seeds_of(report, r: pd.Series) -> pd.DataFrame:
+def _seeds_of(data: pd.DataFrame, keys: list[str], r: pd.Series) -> pd.DataFrame:
     """The paired seeds of one summary row (matched on the grouping keys)."""
-    from .report import _group_cols
-
-    keys, _ = _group_cols(report.options, report.summary)
-    mask = np.ones(len(report.data), dtype=bool)
+    mask = np.ones(len(data), dtype=bool)
     for k in keys:
-        mask &= (report.data[k] == r[k]).to_numpy()
-    return report.data[mask]
+        mask &= (data[k] == r[k]).to_numpy()
+    return data[mask]
 
 
-def forest(report, max_configs: int | None = None) -> bytes:
-    m = report.options.metric
+def forest(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], metric: str = "acc",
+           level: float = 0.95, interval: str = "t", max_configs: int = 40) -> bytes:
+    m = metric
     dcol = f"d_{m}"
-    rows = _first_rows(report.summary, max_configs or report.options.max_plot_configs)
+    rows = _first_rows(summary, max_configs)
     n = len(rows)
     fig, ax = plt.subplots(figsize=(9, 1.2 + 0.36 * n))
     rng = np.random.default_rng(0)  # jitter only: fixed so the picture is reproducible
@@ -85,7 +86,7 @@ def forest(report, max_configs: int | None = None) -> bytes:
             ax.plot([r["ci_lo"], r["ci_hi"]], [y, y], color="black", lw=2, solid_capstyle="butt")
         if r["mean"] is not None:
             ax.plot([r["mean"]], [y], marker="D", color="black", ms=5)
-        seeds = _seeds_of(report, r)
+        seeds = _seeds_of(data, keys, r)
         outcomes = [_outcome(b, f) for b, f in zip(seeds["base_learned_eff"], seeds["fs_learned_eff"])]
         used.update(outcomes)
         ax.scatter(seeds[dcol].to_numpy(float), y + rng.uniform(-0.18, 0.18, len(seeds)), s=18,
@@ -93,12 +94,12 @@ def forest(report, max_configs: int | None = None) -> bytes:
     ax.axvline(0.0, color="#d62728", lw=1, ls="--")
     ax.set_yticks(range(n))
     ax.set_yticklabels([_label(r) for _, r in rows.iloc[::-1].iterrows()], fontsize=7)
-    lvl = int(round(report.options.level * 100))
-    ax.set_xlabel(f"d_{m} = prompt_fs - no_fs  (black: mean and {lvl}% {report.options.interval} "
+    lvl = int(round(level * 100))
+    ax.set_xlabel(f"d_{m} = prompt_fs - no_fs  (black: mean and {lvl}% {interval} "
                   "interval; dots: seeds)")
     title = "Per-configuration paired deltas"
-    if len(report.summary) > n:
-        title += f" (first {n} of {len(report.summary)}, those with >= 2 seeds first)"
+    if len(summary) > n:
+        title += f" (first {n} of {len(summary)}, those with >= 2 seeds first)"
     ax.set_title(title, fontsize=10)
     handles = [plt.Line2D([], [], marker="o", ls="", color=OUTCOME_COLOURS[k], label=OUTCOME_LABELS[k])
                for k in OUTCOME_COLOURS if k in used]
@@ -108,9 +109,10 @@ def forest(report, max_configs: int | None = None) -> bytes:
     return _png(fig, tight=True)  # one axis: cheap, and fits long labels
 
 
-def paired_lines(report, max_configs: int = 8) -> bytes:
-    m = report.options.metric
-    rows = _first_rows(report.summary, max_configs)
+def paired_lines(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], metric: str = "acc",
+                 max_configs: int = 8) -> bytes:
+    m = metric
+    rows = _first_rows(summary, max_configs)
     k = len(rows)
     cols = min(4, k)
     nrows = math.ceil(k / cols)
@@ -118,7 +120,7 @@ def paired_lines(report, max_configs: int = 8) -> bytes:
     for ax in axes.ravel()[k:]:
         ax.axis("off")
     for ax, (_, r) in zip(axes.ravel(), rows.iterrows()):
-        seeds = _seeds_of(report, r)
+        seeds = _seeds_of(data, keys, r)
         b, f = seeds[f"base_{m}"].to_numpy(float), seeds[f"fs_{m}"].to_numpy(float)
         ok = np.isfinite(b) & np.isfinite(f)
         b, f = b[ok], f[ok]
@@ -158,9 +160,11 @@ def pareto_front(mean: np.ndarray, spread: np.ndarray) -> np.ndarray:
     return ~dominated
 
 
-def pareto(report, family: pd.DataFrame) -> bytes:
-    sign = -1.0 if report.options.metric == "loss" else 1.0
+def pareto(family: pd.DataFrame, metric: str = "acc") -> bytes:
+    sign = -1.0 if metric == "loss" else 1.0
     fam = family[family["n"] >= 2]
+    if "noop" in fam.columns:  # a no-op sits at zero spread: never on the front
+        fam = fam[~fam["noop"].astype(bool)]
     mean = pd.to_numeric(fam["mean"]).to_numpy(float)
     spread = pd.to_numeric(fam["std"]).to_numpy(float)
     front = pareto_front(sign * mean, spread)
@@ -176,7 +180,7 @@ def pareto(report, family: pd.DataFrame) -> bytes:
                         xytext=(3, 3), textcoords="offset points")
     ax.axhline(0.0, color="black", lw=0.8, ls="--")
     ax.set_xlabel("spread across seeds (std of the delta)")
-    ax.set_ylabel(f"mean d_{report.options.metric}")
+    ax.set_ylabel(f"mean d_{metric}")
     r0 = fam.iloc[0]
     ax.set_title(f"Search: mean against spread ({r0.get('task', '')}, {r0['stage']}, "
                  f"{len(fam)} configurations)", fontsize=9)
@@ -185,15 +189,19 @@ def pareto(report, family: pd.DataFrame) -> bytes:
     return _png(fig)
 
 
-def all_plots(report) -> list[tuple[str, bytes]]:
-    """(title, PNG) of every plot that applies to this report."""
-    out = [("Forest plot of paired deltas", forest(report)),
-           ("Baseline vs FS per seed", paired_lines(report))]
-    s = report.summary
+def all_plots(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], metric: str = "acc",
+              level: float = 0.95, interval: str = "t",
+              max_configs: int = 40) -> list[tuple[str, bytes]]:
+    """(title, PNG) of every plot that applies to these summary rows and their seeds."""
+    out = [("Forest plot of paired deltas", forest(summary, data, keys, metric, level, interval,
+                                                   max_configs)),
+           ("Baseline vs FS per seed", paired_lines(summary, data, keys, metric))]
+    s = summary
     fam_cols = [c for c in ("stage", "task") if c in s.columns]
     for key, fam in s.groupby(fam_cols, sort=False):
         # A search: several configurations of one task and stage with a spread each.
-        if (fam["n"] >= 2).sum() >= 3 and (fam.iloc[0]["stage"] == "selection" or len(fam) >= 4):
+        real = fam[~fam["noop"].astype(bool)] if "noop" in fam.columns else fam
+        if (real["n"] >= 2).sum() >= 3 and (fam.iloc[0]["stage"] == "selection" or len(fam) >= 4):
             name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
-            out.append((f"Search {name}: mean delta against spread", pareto(report, fam)))
+            out.append((f"Search {name}: mean delta against spread", pareto(fam, metric)))
     return out

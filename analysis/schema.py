@@ -22,6 +22,8 @@ Record, schema ``fsray.paired/1``::
       "learned_margin": 0.1,                   # optional: margin above chance that counts as learned
       "baseline": RunResult,                   # the no_fs run (null when status is noop/failed early)
       "fs": RunResult,                         # the prompt_fs run (for noop: a copy of baseline)
+      "settle": {"round": 2, "horizon": 20},   # optional: settling round of a confirmation seed and
+                                               # its design's seed horizon (analysis.verdict)
       "model": {...}, "budget": {...},         # optional: what determined the runs
       "fs_semantics": 2,                       # version of the FS transform's meaning (below)
       "code_version": "0.1.0+g1234abc",

@@ -372,3 +372,143 @@ def test_report_needs_neither_torch_nor_ray(tmp_path, search_dir):
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path)
+
+
+# -------------------------------------------------------------------------------------------------
+# verdicts (issue 13), the build / render split and the shipped example (issue 14)
+
+
+def test_verdict_in_every_format(report):
+    s = report.summary
+    assert set(s["verdict"]) <= {"helps", "hurts", "no effect", "undecided", "no-op"}
+    conf = s[s["stage"] == "confirmation"].iloc[0]
+    assert conf["verdict_basis"] == "fresh seeds"
+    assert set(s[s["stage"] == "selection"]["verdict_basis"]) == {f"Bonferroni over {N_CONFIGS}"}
+    table, md, page = render(report, "table"), render(report, "md"), render(report, "html")
+    for text in (table, md, page):
+        assert "verdict (δ=0.01)" in text and "Seeds to add per configuration to decide" in text
+        assert "family: " in text
+    csv_df = pd.read_csv(io.StringIO(render(report, "csv")))
+    doc = json.loads(render(report, "json"))
+    for col in ("verdict", "verdict_label", "verdict_basis", "seeds_to_decide", "verdict_lo"):
+        assert col in csv_df.columns and col in doc["summary"][0]
+    assert csv_df["verdict"].tolist() == s["verdict"].tolist()
+    assert doc["options"]["delta"] == 0.01 and isinstance(doc["plan"], list)
+    assert all(f["statement"] for f in doc["families"])
+
+
+def test_plan_names_every_undecided_configuration(report):
+    from analysis.report import plan_lines
+
+    und = report.summary[report.summary["verdict"] == "undecided"]
+    lines = plan_lines(report)
+    assert len(lines) == len(und)
+    for (_, r), line in zip(und.iterrows(), lines):
+        assert str(r["config"]) in line and f"n={r['n']}" in line
+
+
+def test_delta_flag(monkeypatch, capsys, search_dir):
+    code, out, _ = run_cli(monkeypatch, capsys, search_dir, "--delta", "0.2")
+    assert code == 0 and "verdict (δ=0.2)" in out
+    for bad in ("0", "-1", "abc", "nan"):
+        code, out, err = run_cli(monkeypatch, capsys, search_dir, "--delta", bad)
+        assert code == 2 and out == "" and err.count("\n") == 1
+        assert err.startswith("fsray: error: --delta must be a positive number")
+
+
+def test_learned_above_outside_the_metric_range_is_an_error(monkeypatch, capsys, search_dir):
+    for bad in ("7", "-0.1", "1"):
+        code, out, err = run_cli(monkeypatch, capsys, search_dir, "--learned-above", bad)
+        assert code == 2 and out == "" and err.count("\n") == 1 and "--learned-above" in err
+    code, _, _ = run_cli(monkeypatch, capsys, search_dir, "--metric", "loss", "--learned-above", "0.5")
+    assert code == 0
+
+
+def test_no_op_configurations_are_listed_never_the_winner(tmp_path):
+    """A null surface: noisy real configurations and a provable no-op (status noop, interval
+    [0, 0]) plus an all-zero configuration. The no-ops stay listed as A/A evidence, sort last and
+    are never the family's best."""
+    rng = np.random.default_rng(0)
+    recs = []
+    for c in range(3):
+        for s in range(4):
+            recs.append(fsray_record(s, 0.5, 0.5 + rng.normal(0, 0.02), config_hash=f"{c:012d}",
+                                     label=f"lstart={c + 1}"))
+    for s in range(4):
+        noop = fsray_record(s, 0.5, 0.5, config_hash="c" * 12, label="lstart=12", status="noop")
+        recs.append(noop)
+        recs.append(fsray_record(s, 0.5, 0.5, config_hash="d" * 12, label="gate=0"))
+    rep = build(load(write_store(tmp_path / "results.jsonl", recs)), ReportOptions(n_resamples=200))
+    s = rep.summary
+    assert list(s["config"].iloc[-2:]) in (["lstart=12", "gate=0"], ["gate=0", "lstart=12"])
+    assert set(s[s["noop"]]["verdict"]) == {"no-op"} and len(s[s["noop"]]) == 2
+    assert set(s[~s["noop"]]["config"]) == {"lstart=1", "lstart=2", "lstart=3"}
+    fam = rep.families[0]
+    assert fam["top"] in {"lstart=1", "lstart=2", "lstart=3"} and fam["n_noop"] == 2
+    assert "2 no-op configuration(s) listed as A/A evidence" in fam["statement"]
+    assert "best real configuration: lstart=" in fam["statement"]
+    assert s[s["noop"]]["wilcoxon_p_holm"].isna().all()
+    assert "no-op" in render(rep, "table")
+
+
+def test_settling_rounds_are_replayed_as_looks(tmp_path):
+    """Records of a settling search carry their round and horizon: the verdict replays those looks."""
+    recs = []
+    rng = np.random.default_rng(1)
+    for s in range(9):
+        rec = fsray_record(100 + s, 0.5, 0.5 + 0.02 + rng.normal(0, 0.004), stage="confirmation")
+        rec["settle"] = {"round": 0 if s < 3 else 1 + (s - 3) // 2, "horizon": 12}
+        recs.append(rec)
+    rep = build(load(write_store(tmp_path / "results.jsonl", recs)), ReportOptions(n_resamples=200))
+    r = rep.summary.iloc[0]
+    assert r["looks"][: 2] == [3, 5] and r["verdict"] == "helps"
+    from analysis.verdict import Design, verdict
+
+    d = rep.data.sort_values("settle_round", kind="stable")["d_acc"].to_numpy()
+    v = verdict(d, Design(delta=0.01, horizon=12), looks=[3, 5, 7, 9])
+    assert (v.verdict, v.decided_at) == (r["verdict"], r["verdict_n"])
+
+
+def test_build_and_render_are_apart_and_plots_take_frames():
+    """No import cycle: plots and the statistics table import neither renderers nor report."""
+    import ast
+    import analysis
+
+    root = Path(analysis.__file__).parent
+    for mod, banned in (("plots.py", {"report", "summary", "renderers"}),
+                        ("summary.py", {"report", "renderers", "plots"})):
+        tree = ast.parse((root / mod).read_text())
+        imported = {a.name.split(".")[-1] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                    for a in n.names} | {n.module.split(".")[-1] for n in ast.walk(tree)
+                                         if isinstance(n, ast.ImportFrom) and n.module}
+        assert not (imported & banned), (mod, imported & banned)
+        assert "_group_cols" not in (root / mod).read_text()
+
+
+def test_fsray_report_on_the_shipped_example(monkeypatch, capsys):
+    """examples/ holds a researcher-format summary and search records written by the project."""
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    code, out, err = run_cli(monkeypatch, capsys, examples)
+    assert code == 0, err
+    assert "kvretrieval/qafter L=128" in out and "head_l1 bsz=64" in out
+    assert "verdict (δ=0.01)" in out
+    for name in ("_summary_kvretrieval_qafter_example_r1_s01234.txt",
+                 "_round1_example_search_records.jsonl"):
+        assert (examples / name).exists()
+
+
+def test_verdicts_on_the_researchers_files(upstream_dir):
+    """Legacy import: every block gets a verdict; at 3-5 seeds the researchers' blocks are
+    undecided (punctuation R29: 5/5 positive, 3 more seeds would say helps) or no-op."""
+    rep = build(load(upstream_dir), ReportOptions(n_resamples=200))
+    s = rep.summary
+    assert s["verdict"].notna().all() and set(s["verdict"]) <= {"undecided", "no-op"}
+    punc = s[(s["task"] == "punc_restore") & (s["config"] == "head_l8 bsz=2")].iloc[0]
+    assert (punc["n"], punc["verdict"], punc["would_decide"]) == (5, "undecided", "helps")
+    assert punc["seeds_to_decide"] == 3
+    arc = s[s["task"].str.startswith("arc/optionsfirst")]
+    assert len(arc) == 6 and set(arc["verdict"]) == {"undecided"}
+    # lstart 12 on the 12-layer model: exactly 0 on every seed, A/A evidence, never the best
+    noop = s[s["config"].str.contains("lstart12")]
+    assert len(noop) and set(noop["verdict"]) == {"no-op"}
+    assert all(f["top"] is None or "lstart12" not in f["top"] for f in rep.families)

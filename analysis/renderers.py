@@ -1,0 +1,358 @@
+"""Renderers of the stability report: a terminal table, markdown, self-contained HTML, CSV, JSON.
+
+Each takes a built ``summary.Report`` (the statistics table) and prints it; nothing is computed here
+but text. The verdict column, the family statements and the plan of seeds to add to decide every
+undecided configuration appear in every format (CSV and JSON carry them as columns / fields).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import multiplicity, plots
+from .errors import AnalysisInputError
+from .summary import METRICS, Report, _true
+
+FORMATS = ("table", "md", "html", "csv", "json")
+DASH = "—"
+
+
+# --------------------------------------------------------------------------------------------------
+# formatting helpers
+
+
+def fmt(v: Any, spec: str = "+.4f") -> str:
+    """A number for people: None/NaN print as a dash."""
+    if v is None or isinstance(v, str):
+        return DASH if v is None else v
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if not math.isfinite(f):
+        return DASH
+    return format(f, spec)
+
+
+def _p(v: Any) -> str:
+    if v is None:
+        return DASH
+    f = float(v)
+    if not math.isfinite(f):
+        return DASH
+    return f"{f:.3f}" if f >= 0.001 else f"{f:.1e}"
+
+
+def _interval(lo: Any, hi: Any, spec: str = "+.4f") -> str:
+    if lo is None or hi is None:
+        return DASH
+    return f"[{fmt(lo, spec)}, {fmt(hi, spec)}]"
+
+
+def _breakthrough_cell(r: pd.Series) -> str:
+    """Discordant pairs (only FS / only no_fs learned), McNemar p, rate change and its interval."""
+    if r.get("bt_both") is None:
+        return DASH
+    return (f"{int(r['bt_only_fs'])}/{int(r['bt_only_base'])} p={_p(r['bt_mcnemar_p'])} "
+            f"{fmt(r['bt_rate_change'], '+.2f')} {_interval(r['bt_rate_lo'], r['bt_rate_hi'], '+.2f')}")
+
+
+def _quality_cell(r: pd.Series) -> str:
+    """Delta among pairs where both runs learned: mean [interval] (n both)."""
+    if r.get("bt_both") is None:
+        return DASH
+    if r.get("bt_quality_mean") is None:
+        return f"{DASH} (n={int(r['bt_both'])})"
+    return (f"d_{r['bt_metric']} {fmt(r['bt_quality_mean'])} "
+            f"{_interval(r['bt_quality_lo'], r['bt_quality_hi'])} (n={int(r['bt_both'])})")
+
+
+def _flags(r: pd.Series) -> str:
+    f = []
+    if r.get("winners_curse"):
+        f.append("WC")
+    if _true(r.get("bt_bimodal")):
+        f.append("bimodal")
+    if r["n"] < 2:
+        f.append("n<2")
+    elif r["n_zero"] == r["n"]:
+        f.append("all 0")
+    if r.get("pruned"):
+        f.append("pruned")
+    if _true(r.get("noop")) and "all 0" not in f:
+        f.append("no-op")
+    return ",".join(f)
+
+
+def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and printed cells of the summary (shared by the terminal, markdown and HTML tables)."""
+    shown = report.shown
+    lvl = int(round(report.options.level * 100))
+    m = report.options.metric
+    header = [*shown, "n", f"mean d_{m}", "std", f"{lvl}% CI ({report.options.interval})", "+/0/-",
+              "sign p", "Wilcoxon p", "Holm", "BH", "P(improve)", "seeds@80%",
+              f"verdict (δ={report.options.delta:g})"]
+    split = report.summary["bt_both"].notna().any()
+    if split:
+        header += ["breakthrough FS/base, p, Δrate [CI]", "given both learned"]
+    header.append("flags")
+    rows = []
+    for _, r in report.summary.iterrows():
+        rows.append([
+            *(str(r[c]) for c in shown), str(r["n"]), fmt(r["mean"]), fmt(r["std"], ".4f"),
+            _interval(r["ci_lo"], r["ci_hi"]), f"{r['n_pos']}/{r['n_zero']}/{r['n_neg']}",
+            _p(r["sign_p"]), _p(r["wilcoxon_p"]), _p(r["wilcoxon_p_holm"]), _p(r["wilcoxon_p_bh"]),
+            fmt(r["p_improve"], ".2f"), fmt(r["seeds_needed"], ".0f"), str(r["verdict_label"]),
+            *([_breakthrough_cell(r), _quality_cell(r)] if split else []), _flags(r),
+        ])
+    return header, rows
+
+
+def _truncate(s: str, width: int) -> str:
+    return s if len(s) <= width else s[: width - 1] + "…"
+
+
+def _text_lines(report: Report) -> list[str]:
+    """The findings under a table: method, multiplicity, verdicts, winner's curse."""
+    o = report.options
+    lvl = int(round(o.level * 100))
+    lines = [
+        f"metric: d_{o.metric} = {METRICS[o.metric]}(prompt_fs) - {METRICS[o.metric]}(no_fs)"
+        + (" (lower is better)" if o.metric == "loss" else ""),
+        f"interval: {int(round(o.level * 100))}% {_METHOD_TEXT[o.interval]}; p-values: exact sign "
+        "test (ties dropped), Wilcoxon signed-rank; Holm and BH adjusted within each stage and task",
+        "seeds@80%: paired seeds for 80% power at alpha 0.05 to detect "
+        + (f"an effect of {o.effect}" if o.effect is not None else "the observed mean")
+        + " at the observed spread",
+    ]
+    if report.summary["bt_both"].notna().any():
+        lines.append("breakthrough: pairs where only FS / only no_fs learned, McNemar exact p, "
+                     "change in breakthrough rate [Newcombe interval]; 'given both learned': the "
+                     "delta among pairs where both runs learned (quality given breakthrough)")
+    lines.append(
+        f"verdict: helps / hurts when the repeated {lvl}% interval excludes 0 (≥{o.delta:g}: it also "
+        f"excludes ±{o.delta:g}); 'no effect ≥{o.delta:g}': the repeated {100 - 2 * (100 - lvl)}% "
+        f"interval lies inside (-{o.delta:g}, +{o.delta:g}); error rates hold over every look of a "
+        f"sequential design of up to {o.horizon} seeds per configuration (alpha spending); "
+        "'undecided (+k)': k more seeds would decide at the current estimate ('!': beyond the "
+        "horizon); a 'helps' rests on fresh seeds (confirmation) or is Bonferroni-corrected over "
+        "the configurations a search stage chose from (selection)")
+    for fam in report.families:
+        if fam.get("statement"):
+            lines.append("family: " + fam["statement"])
+    for fam in report.families:
+        if fam["flag"]:
+            lines.append(f"winner's curse [{fam['stage']}{' / ' + fam['task'] if fam['task'] else ''}]: "
+                         f"{fam['top']} is the top of {fam['n_compared']} configurations compared "
+                         f"on the same seeds: its mean is biased upward (~{fam['inflation_se']:.1f} "
+                         f"standard errors by luck alone); {multiplicity.CONFIRM_MESSAGE}")
+    return lines
+
+
+_METHOD_TEXT = {
+    "t": "Student t interval of the mean (default: near-nominal coverage at n = 3-20 in the tests)",
+    "bca": "BCa bootstrap interval of the mean (undercovers at small n; prefer n >= 10)",
+    "percentile": "percentile bootstrap interval (undercovers badly at n = 3-5)",
+}
+
+
+def plan_lines(report: Report) -> list[str]:
+    """Seeds to add per undecided configuration to decide, at its current mean and spread."""
+    out = []
+    und = report.summary[report.summary["verdict"] == "undecided"]
+    for _, r in und.iterrows():
+        name = " / ".join(str(r[c]) for c in report.shown if c != "stage") or "all"
+        k = r["seeds_to_decide"]
+        if k is None or (isinstance(k, float) and math.isnan(k)):
+            out.append(f"{name} [{r['stage']}]: n={r['n']}: {r['verdict_note'] or 'no projection'}")
+            continue
+        total = int(r["n"]) + int(k)
+        way = (f" would say {r['would_decide']}" if isinstance(r["would_decide"], str)
+               else " for a first look" if int(r["n"]) < 3 else "")
+        beyond = (f" (beyond the {report.options.horizon}-seed horizon: a larger design)"
+                  if total > report.options.horizon else "")
+        out.append(f"{name} [{r['stage']}]: n={r['n']}: add {int(k)} seed(s) ({total} in all){way}"
+                   f"{beyond}")
+    return out
+
+
+def _lists(report: Report) -> list[tuple[str, list[str]]]:
+    plan = plan_lines(report)
+    title = (f"Seeds to add per configuration to decide (δ={report.options.delta:g}, at the "
+             "current mean and spread)")
+    out = [(title, plan), ("Warnings", report.warnings), ("Problems (input dropped)", report.problems),
+           ("Skipped files", report.skipped), ("Notes", report.notes)]
+    return [(t, items) for t, items in out if items]
+
+
+def _importance_rows(report: Report) -> list[tuple[str, str, str]]:
+    imp = report.importance or {}
+    mean = imp.get("mean_delta") or {}
+    spread = imp.get("spread") or {}
+    knobs = sorted(set(mean) | set(spread), key=lambda k: -(_num(mean.get(k)) or 0))
+    return [(k, fmt(mean.get(k), ".3f"), fmt(spread.get(k), ".3f")) for k in knobs]
+
+
+def _num(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# renderers
+
+
+def render_table(report: Report, width: int = 44) -> str:
+    header, rows = table_rows(report)
+    cells = [header] + [[_truncate(c, width) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    sep = "  "
+    out = [sep.join(h.ljust(w) for h, w in zip(header, widths)),
+           sep.join("-" * w for w in widths)]
+    for row in cells[1:]:
+        out.append(sep.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    out.append("")
+    out.extend(_text_lines(report))
+    if report.importance:
+        out.append("search importance (knob: mean delta, spread): " + "; ".join(
+            f"{k}: {a}, {b}" for k, a, b in _importance_rows(report)))
+    for title, items in _lists(report):
+        out.append("")
+        out.append(f"{title} ({len(items)}):")
+        out.extend(f"  {x}" for x in items)
+    return "\n".join(out) + "\n"
+
+
+def _md_cell(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(report: Report) -> str:
+    header, rows = table_rows(report)
+    out = ["# FS stability report", ""]
+    out.extend(f"- {_md_cell(x)}" for x in _text_lines(report))
+    out.append("")
+    out.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
+    out.append("|" + "---|" * len(header))
+    for row in rows:
+        out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+    if report.importance:
+        out += ["", "## Search importance", "", "| knob | mean delta | spread |", "|---|---|---|"]
+        out += [f"| {_md_cell(k)} | {a} | {b} |" for k, a, b in _importance_rows(report)]
+    for title, items in _lists(report):
+        out += ["", f"## {title}", ""]
+        out += [f"- {_md_cell(x)}" for x in items]
+    return "\n".join(out) + "\n"
+
+
+def render_html(report: Report) -> str:
+    """One self-contained page: tables and the plots as base64 PNG data URIs (no server, no files)."""
+    header, rows = table_rows(report)
+    esc = html.escape
+    parts = [
+        "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+        "<title>FS stability report</title>",
+        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+        "text-align:left;white-space:nowrap}th{background:#f0f0f0}tr.wc td{background:#fff3cd}"
+        "img{max-width:100%;border:1px solid #eee;margin:8px 0}</style></head><body>",
+        "<h1>FS stability report</h1>", "<ul>",
+        *(f"<li>{esc(x)}</li>" for x in _text_lines(report)), "</ul>",
+        "<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead><tbody>",
+    ]
+    for (_, r), row in zip(report.summary.iterrows(), rows):
+        cls = " class='wc'" if r.get("winners_curse") else ""
+        parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
+    parts.append("</tbody></table>")
+    o = report.options
+    for title, png in plots.all_plots(report.summary, report.data, report.keys, metric=o.metric,
+                                      level=o.level, interval=o.interval,
+                                      max_configs=o.max_plot_configs):
+        b64 = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
+    if report.importance:
+        parts.append("<h2>Search importance</h2><table><tr><th>knob</th><th>mean delta</th>"
+                     "<th>spread</th></tr>")
+        parts += [f"<tr><td>{esc(k)}</td><td>{a}</td><td>{b}</td></tr>"
+                  for k, a, b in _importance_rows(report)]
+        parts.append("</table>")
+    for title, items in _lists(report):
+        parts.append(f"<h2>{esc(title)} ({len(items)})</h2><ul>")
+        parts += [f"<li>{esc(x)}</li>" for x in items]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _export_frame(report: Report) -> pd.DataFrame:
+    df = report.summary.drop(columns=["config_hash"], errors="ignore").copy()
+    if "config_hash" in report.summary.columns:
+        df.insert(0, "config_hash", report.summary["config_hash"])
+    df["seeds"] = [" ".join(map(str, s)) for s in df["seeds"]]
+    df["sources"] = [" ".join(s) for s in df["sources"]]
+    df["looks"] = [" ".join(map(str, s)) for s in df["looks"]]
+    df["metric"] = f"d_{report.options.metric}"
+    return df
+
+
+def render_csv(report: Report) -> str:
+    df = _export_frame(report)
+    buf = io.StringIO()
+    df.to_csv(buf, index=False, na_rep="")  # floats in full (repr) precision
+    return buf.getvalue()
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, (np.bool_, bool)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if v is None or isinstance(v, (str, int)):
+        return v
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return str(v)
+
+
+def render_json(report: Report) -> str:
+    summary = _export_frame(report)
+    doc = {
+        "schema": "fsray.report/1",
+        "options": _jsonable(vars(report.options)),
+        "summary": [_jsonable(r) for r in summary.to_dict(orient="records")],
+        "seeds": [_jsonable(r) for r in report.data.to_dict(orient="records")],
+        "families": _jsonable(report.families),
+        "plan": plan_lines(report),
+        "warnings": report.warnings, "problems": report.problems, "skipped": report.skipped,
+        "notes": report.notes, "importance": _jsonable(report.importance),
+        "exit_code": report.exit_code,
+    }
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+
+
+RENDERERS = {"table": render_table, "md": render_markdown, "html": render_html, "csv": render_csv,
+             "json": render_json}
+
+
+def render(report: Report, fmt_name: str = "table") -> str:
+    if fmt_name not in RENDERERS:
+        raise AnalysisInputError(f"--format must be one of {FORMATS}, got {fmt_name!r}")
+    return RENDERERS[fmt_name](report)
