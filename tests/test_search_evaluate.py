@@ -83,9 +83,10 @@ def test_racing_stops_a_clearly_bad_config_and_counts_runs_saved(setup):
     assert good["mean"] == pytest.approx(0.05, abs=0.01)
 
     bad = evaluate_config(space, runner, store, {"fs_layer_start": 1, "fs_norm": False}, SEEDS)
-    assert bad["raced"] is not None and "raced out after 2/6" in bad["raced"]
-    assert bad["n"] == 2  # 4 FS runs saved
-    assert [s for (l, n, s) in runner.fs_seeds if l == 1] == [0, 1]
+    # racing looks after every seed from the third on, with the verdicts' repeated (alpha-spending) bound
+    assert bad["raced"] is not None and "raced out after 3/6" in bad["raced"]
+    assert bad["n"] == 3  # 3 FS runs saved
+    assert [s for (l, n, s) in runner.fs_seeds if l == 1] == [0, 1, 2]
     assert bad["hi"] is not None and bad["mean"] < good["lo"]
 
     # Without racing the same bad config runs every seed.
@@ -282,3 +283,23 @@ def test_single_writer_waits_for_a_previous_writer_to_exit(tmp_path, monkeypatch
     with pytest.raises(store_mod.WriterBusy):  # and now it holds the lock itself
         store_mod.take_writer_lock(run, wait_s=0.0)
     del store
+
+
+def test_racing_error_rate_holds_over_all_looks():
+    """A candidate whose true mean equals the incumbent's bound is raced out (wrongly) at most
+    (1 - level) / 2 of the time over all its looks, as the verdicts' alpha spending promises."""
+    import numpy as np
+
+    from fsray.search.objective import race_decision
+    from fsray.search.space import RacingSection
+
+    racing = RacingSection(enabled=True, min_seeds=3, level=0.9)
+    rng = np.random.default_rng(7)
+    n_planned, reps, stopped = 10, 2000, 0
+    for _ in range(reps):
+        d = rng.normal(0.0, 0.05, n_planned)
+        stopped += any(race_decision(list(d[:n]), n_planned, 0.0, racing) for n in range(3, n_planned))
+    rate = stopped / reps
+    assert rate <= 0.05 + 3 * (0.05 * 0.95 / reps) ** 0.5, rate
+    # ...while a clearly worse candidate is stopped early
+    assert race_decision([-0.2, -0.21, -0.19], n_planned, 0.0, racing) is not None

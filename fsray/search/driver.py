@@ -288,32 +288,40 @@ def _refuse_other_semantics(path: Path) -> None:
 
 def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
                confirm_seeds: int | None = None, say: Callable[[str], None] | None = None,
-               debug: bool = False) -> dict:
+               debug: bool = False, settle_only: bool = False) -> dict:
     """Run (or resume) a search to its summary; returns the summary dict. Unless ``debug``, Ray's
-    own output goes to ``<run>/ray.log``."""
-    run_dir = prepare_run_dir(space, out, resume)
+    own output goes to ``<run>/ray.log``. ``settle_only``: no more selection; settle the finished
+    selection of an existing run directory (``--settle-only``)."""
+    if space.settle.enabled or settle_only:
+        check_settle_inputs(space)
+    if settle_only:
+        _check_settle_only(space, out)
+        space = space.model_copy(update={"settle": space.settle.model_copy(update={"enabled": True})})
+    run_dir = prepare_run_dir(space, out, resume or settle_only)
     if resume and (run_dir / "space.json").exists():
         saved = SearchSpace.model_validate_json((run_dir / "space.json").read_text())
-        if saved.model_dump(exclude={"search"}) != space.model_dump(exclude={"search"}):
+        # what only steers the search or the settling may change between runs; what decides a
+        # seed run's result may not
+        same = {"search": True, "settle": True, "objective": {"delta"}}
+        if saved.model_dump(exclude=same) != space.model_dump(exclude=same):
             raise UsageError(f"--resume: {run_dir} was made by a different search file")
     _write_space(run_dir, space)
     with quiet_output(run_dir / RAY_LOG, enabled=not debug) as terminal:
         progress = Progress(say, stream=terminal)
         try:
-            return _run_search(space, run_dir, resume, confirm_seeds, progress)
+            return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only)
         finally:
             progress.close()
 
 
 def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: int | None,
-                progress: Progress) -> dict:
+                progress: Progress, settle_only: bool = False) -> dict:
     import ray
-    from ray import tune
 
     say = progress.say
     started = _start_ray()
     t0 = time.perf_counter()
-    harness = None
+    harness = actor = None
     try:
         actor = _store_actor(run_dir, space)
         store = StoreClient(actor)
@@ -334,52 +342,72 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
         if resume:
             say(f"[tune] resuming: {len(store.all_records())} paired seeds already recorded")
 
-        # All selection baselines at once (the worker groups share them out).
-        tb = time.perf_counter()
-        seeds = space.seeds.selection()
-        missing = sum(store.baseline(runner.baseline_key(s)) is None for s in seeds)
-        progress.plan(missing + space.search.trials * len(seeds))
-        ensure_baselines(runner, store, seeds)
-        say(f"[tune] baselines ready ({store.baselines_trained()} trained by this search, "
-            f"{time.perf_counter() - tb:.1f}s)")
-
-        trainable = tune.with_resources(
-            tune.with_parameters(_trial, space_json=space.model_dump_json(), store_actor=actor,
-                                 client=None if harness is None else HarnessClient(harness.dispatcher),
-                                 baseline_keys={s: runner.baseline_key(s) for s in seeds},
-                                 n_layer=n_layer),
-            _trial_resources(space))
-        callback = _make_callback(store, space, runner, space.search.trials, say, progress.trials)
-        tune_path = run_dir / TUNE_DIR
-        if resume and tune.Tuner.can_restore(str(tune_path)):
-            tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
-                                       resume_errored=False, restart_errored=False)
-            # Callbacks are not part of the saved state; give the restored run ours.
-            tuner._local_tuner.get_run_config().callbacks = [callback]
+        if settle_only:
+            say(f"[tune] --settle-only: {len(store.all_records())} paired seeds recorded; no more selection")
         else:
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=_searcher(space, run_dir),
-                                            num_samples=space.search.trials,
-                                            # keep trial processes (and their imports) alive
-                                            reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback], verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-            )
-        tuner.fit()
+            _select(space, run_dir, resume, runner, store, actor, harness, n_layer, progress)
 
-        confirm_n = space.seeds.confirm if confirm_seeds is None else confirm_seeds
-        if confirm_n > 0:
-            progress.plan(2 * confirm_n)
-            _confirm(space, runner, store, confirm_n, say)
-        summary = _summarise(space, store, run_dir, time.perf_counter() - t0)
+        settled = None
+        if space.settle.enabled:   # the settling rounds are the confirmation, on fresh seeds
+            settled = _settle(space, runner, store, progress)
+        else:
+            confirm_n = space.seeds.confirm if confirm_seeds is None else confirm_seeds
+            if confirm_n > 0:
+                progress.plan(2 * confirm_n)
+                _confirm(space, runner, store, confirm_n, say)
+        summary = _summarise(space, store, run_dir, time.perf_counter() - t0, settled)
     finally:
         if harness is not None:
             harness.close()
+        if actor is not None:
+            # the store actor holds the run directory's writer lock: end it with the search, also
+            # when Ray lives on (a shared instance), so a --resume can take the lock at once
+            ray.kill(actor)
         if started:
             ray.shutdown()
     return summary
+
+
+def _select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: StoreClient, actor, harness,
+            n_layer: int, progress: Progress) -> None:
+    """The selection: shared baselines, then the Tune + Optuna trials over the selection seeds."""
+    from ray import tune
+
+    say = progress.say
+    # All selection baselines at once (the worker groups share them out).
+    tb = time.perf_counter()
+    seeds = space.seeds.selection()
+    missing = sum(store.baseline(runner.baseline_key(s)) is None for s in seeds)
+    progress.plan(missing + space.search.trials * len(seeds))
+    ensure_baselines(runner, store, seeds)
+    say(f"[tune] baselines ready ({store.baselines_trained()} trained by this search, "
+        f"{time.perf_counter() - tb:.1f}s)")
+
+    trainable = tune.with_resources(
+        tune.with_parameters(_trial, space_json=space.model_dump_json(), store_actor=actor,
+                             client=None if harness is None else HarnessClient(harness.dispatcher),
+                             baseline_keys={s: runner.baseline_key(s) for s in seeds},
+                             n_layer=n_layer),
+        _trial_resources(space))
+    callback = _make_callback(store, space, runner, space.search.trials, say, progress.trials)
+    tune_path = run_dir / TUNE_DIR
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=False, restart_errored=False)
+        # Callbacks are not part of the saved state; give the restored run ours.
+        tuner._local_tuner.get_run_config().callbacks = [callback]
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=_searcher(space, run_dir),
+                                        num_samples=space.search.trials,
+                                        # keep trial processes (and their imports) alive
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback], verbose=0,
+                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+        )
+    tuner.fit()
 
 
 def _confirm(space: SearchSpace, runner, store: StoreClient, n: int, say) -> None:
@@ -401,7 +429,119 @@ def _confirm(space: SearchSpace, runner, store: StoreClient, n: int, say) -> Non
         say(f"[tune] confirmation failed: {exc}")
 
 
-def _summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: float) -> dict:
+def _shortlist(space: SearchSpace, records: list[dict]) -> list[dict]:
+    """The configurations a settling loop takes: the top ``settle.top_k`` real configurations that
+    finished every selection seed (never a no-op, never a raced or failed one)."""
+    rows = [r for r in config_rows(records, space) if r["status"] == "complete" and r["objective"] is not None]
+    return rows[: space.settle.top_k]
+
+
+def _check_settle_only(space: SearchSpace, out: str | None) -> None:
+    from analysis.schema import read_records
+
+    run_dir = Path(out or Path(space.results_dir) / space.name).expanduser().resolve()
+    results = run_dir / "results.jsonl"
+    records = read_records(results).records if results.exists() else []
+    if not _shortlist(space, records):
+        raise UsageError(f"--settle-only: {run_dir} has no finished selection yet (no configuration "
+                         f"completed every selection seed): run the search first")
+
+
+def check_settle_inputs(space: SearchSpace) -> None:
+    """Bad settling input is one error line before anything trains."""
+    from analysis.errors import AnalysisInputError
+    from analysis.verdict import check_settle_budget
+
+    st = space.settle
+    try:
+        check_settle_budget(st.top_k, round_size=st.round_size, max_seeds_per_config=st.max_seeds_per_config,
+                            total_budget=st.total_budget)
+    except AnalysisInputError as exc:
+        raise UsageError(f"settle: {exc}") from None
+
+
+def _settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
+    """Fresh seeds in rounds for the shortlisted configurations until each has a verdict or its
+    budget is spent (``analysis.verdict.settle_plan``: alpha spending over every look, so the error
+    rates hold however many rounds it takes). Each round's seeds of all configurations run at once
+    on the worker groups, with shared baselines; each record carries its round, so a resumed search
+    replays the looks it took. Returns the last plan (``SettlePlan``)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from analysis.verdict import settle_plan, settle_state
+    from fsray.errors import RunFailed
+
+    say, st = progress.say, space.settle
+    shortlist = _shortlist(space, store.all_records())
+    if not shortlist:
+        say("[tune] settle: no configuration finished every selection seed: nothing to settle")
+        return None
+    rows = {r["config_hash"]: r for r in shortlist}
+    task = f"{space.task.name}" + (f"/{space.task.options['order']}" if "order" in space.task.options else "")
+    fresh = space.seeds.confirmation(st.max_seeds_per_config)   # the same fresh seeds for all: shared baselines
+    failed: set[str] = set()
+    say(f"[tune] settling {len(rows)} configuration(s) on fresh seeds, delta {space.objective.delta:g}, "
+        f"rounds of {st.round_size}, at most {st.max_seeds_per_config} seeds each")
+
+    def plan_now():
+        state = settle_state(store.all_records(), metric=space.objective.delta_key)
+        deltas = {h: state.deltas.get(h, []) for h in rows if h not in failed}
+        used = sum(len(state.deltas.get(h, [])) for h in rows)
+        budget = None if st.total_budget is None else max(0, st.total_budget - used)
+        plan = settle_plan(deltas, space.objective.delta, looks_by_config={h: state.looks.get(h, []) for h in deltas},
+                           max_seeds_per_config=st.max_seeds_per_config, round_size=st.round_size,
+                           total_budget=budget, noop=state.noop, what=task)
+        return plan, state.last_round + 1
+
+    def run_config(h: str, seeds: list[int], rnd: int) -> None:
+        params = {k: rows[h]["config"][k] for k in space.space}
+        try:
+            evaluate_config(space, runner, store, params, seeds, stage="confirmation",
+                            trial_id=f"settle-{rnd}", race=False,
+                            record_extra={"settle": {"round": rnd, "horizon": st.max_seeds_per_config}})
+        except RunFailed as exc:
+            failed.add(h)
+            say(f"[tune] settle: {rows[h]['label']} failed and leaves the settling: {exc}")
+
+    plan, rnd = plan_now()
+    while not plan.done:
+        todo = {}
+        for h, k in plan.round().items():
+            left = [s for s in fresh if store.lookup(h, s, "confirmation") is None]
+            todo[h] = left[:k]
+        todo = {h: seeds for h, seeds in todo.items() if seeds}
+        if not todo:
+            break
+        new_seeds = sorted({s for seeds in todo.values() for s in seeds})
+        missing = sum(store.baseline(runner.baseline_key(s)) is None for s in new_seeds)
+        progress.plan(missing + sum(len(v) for v in todo.values()))
+        ensure_baselines(runner, store, new_seeds)
+        with ThreadPoolExecutor(len(todo)) as pool:
+            list(pool.map(lambda item: run_config(item[0], item[1], rnd), todo.items()))
+        plan, rnd = plan_now()
+        said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.delta)}" for h, v in plan.configs.items())
+        say(f"[tune] settle round {rnd - 1} done: {said}")
+    return plan
+
+
+def _settle_summary(plan, space: SearchSpace, store: StoreClient) -> dict | None:
+    if plan is None:
+        return None
+    labels = {r["config_hash"]: r for r in config_rows(store.all_records(), space)}
+    out = []
+    for h, v in plan.configs.items():
+        row = labels.get(h, {})
+        out.append({"config_hash": h, "label": row.get("label", h), "config": row.get("config"),
+                    "verdict": v.verdict, "label_text": v.label(space.objective.delta),
+                    "ge_delta": v.ge_delta, "n": v.n, "mean": v.mean, "lo": v.lo, "hi": v.hi,
+                    "basis": v.basis, "seeds_to_decide": v.seeds_to_decide,
+                    "would_decide": v.would_decide, "within_horizon": v.within_horizon, "note": v.note})
+    return {"delta": space.objective.delta, "family": plan.family, "configs": out,
+            "undecided": [c for c in out if c["verdict"] == "undecided"]}
+
+
+def _summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: float,
+               settled=None) -> dict:
     records = store.all_records()
     rows = config_rows(records, space)
     confirmation = config_rows(records, space, stage="confirmation")
@@ -421,6 +561,7 @@ def _summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: f
         "failures": [{"label": r["label"], "config_hash": r["config_hash"], "failure": r["failure"]}
                      for r in rows if r["status"] == "failed"],
         "importance": importance,
+        "settle": _settle_summary(settled, space, store),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

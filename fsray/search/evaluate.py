@@ -212,8 +212,9 @@ def ensure_baselines(runner, store: StoreClient, seeds: list[int]) -> dict[int, 
 
 def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict, seeds: list[int],
                     stage: str = "selection", trial_id: str | None = None, race: bool = True,
-                    report: Callable[[dict], None] | None = None) -> dict:
+                    report: Callable[[dict], None] | None = None, record_extra: dict | None = None) -> dict:
     """Evaluate one configuration over ``seeds`` and return its stats (see ``objective``).
+    ``record_extra``: fields added to every record this call writes (a settling round's ``settle``).
 
     Seeds already in the results store are reused, never retrained. A provable no-op is recorded
     as such without training. A seed run that raises, returns NaN or runs out of memory is recorded
@@ -221,6 +222,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     """
     cfg = space.fs_config(params)
     chash = config_hash(cfg)
+    extra = dict(record_extra or {})
     n_full = len(seeds)
     state = {"failure": None, "raced": None}
 
@@ -253,7 +255,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     if reason is not None:
         for seed in todo:
             base = store.baseline(runner.baseline_key(seed))
-            store.append(runner.make_record(cfg, seed, base, None, stage, trial_id, noop_reason=reason))
+            store.append(runner.make_record(cfg, seed, base, None, stage, trial_id, noop_reason=reason) | extra)
         todo = []
         after_record()
 
@@ -269,9 +271,9 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
             if failure is not None:
                 state["failure"] = failure
                 store.append(runner.make_record(cfg, seed, base, None, stage, trial_id,
-                                                failure=failure))
+                                                failure=failure) | extra)
                 return True
-            store.append(runner.make_record(cfg, seed, base, run, stage, trial_id))
+            store.append(runner.make_record(cfg, seed, base, run, stage, trial_id) | extra)
             later = todo[todo.index(seed) + 1:]
             if later:
                 store.mark_running(trial_id or "", cfg.model_dump(), chash, later[0], stage)

@@ -134,15 +134,23 @@ def race_decision(deltas: list[float], n_planned: int, incumbent: float | None,
                   racing: RacingSection, method: str = "t") -> str | None:
     """Why to stop a configuration now, or None to go on.
 
-    Stop when even the optimistic end of the candidate's interval for the mean delta (two-sided
-    ``racing.level``) lies below the incumbent's lower bound: more seeds would only confirm it loses.
+    Racing looks at a configuration after every seed, so it uses the same group-sequential bounds
+    as the verdicts (``analysis.sequential``: alpha spending over the looks actually taken, horizon
+    = the planned seeds): stop when even the candidate's repeated upper bound (one-sided error
+    ``(1 - racing.level) / 2`` over all looks) lies below the incumbent's lower bound. A look needs
+    ``MIN_SEEDS`` seeds; ``method`` is kept for callers and not used (the bound is a t bound).
     """
-    from analysis.stats import mean_interval
+    from analysis.sequential import MIN_SEEDS, t_boundaries
 
     n = len(deltas)
-    if not racing.enabled or incumbent is None or n < racing.min_seeds or n >= n_planned:
+    first = max(MIN_SEEDS, racing.min_seeds)
+    if not racing.enabled or incumbent is None or n < first or n >= n_planned:
         return None
-    _, hi = mean_interval(np.asarray(deltas), level=racing.level, method=method)
+    d = np.asarray(deltas, dtype=float)
+    c = t_boundaries(tuple(range(first, n + 1)), int(n_planned), (1.0 - racing.level) / 2.0)[-1]
+    se = float(d.std(ddof=1)) / math.sqrt(n)
+    hi = float(d.mean()) + c * se if math.isfinite(c) else math.inf
     if hi < incumbent:
-        return f"raced out after {n}/{n_planned} seeds: upper bound {hi:+.4f} < incumbent {incumbent:+.4f}"
+        return (f"raced out after {n}/{n_planned} seeds: repeated upper bound {hi:+.4f} < "
+                f"incumbent {incumbent:+.4f}")
     return None

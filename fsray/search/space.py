@@ -121,10 +121,23 @@ class ObjectiveSection(_Strict):
     interval: str = "t"  # analysis.stats.mean_interval method
     k: float = Field(default=1.0, ge=0.0)  # mean_minus_k_std
     learned_margin: float = Field(default=0.1, ge=0.0)  # breakthrough: above chance by this
+    # smallest effect of interest for verdicts (helps / hurts / no effect >= delta), metric's units
+    delta: float = Field(default=0.01, gt=0.0, allow_inf_nan=False)
 
     @property
     def delta_key(self) -> str:
         return {"acc": "token_acc", "seq": "seq_acc"}[self.metric]
+
+
+class SettleSection(_Strict):
+    """After the selection, the top ``top_k`` configurations get fresh seeds in rounds (run in
+    parallel, sharing baselines) until each has a verdict (analysis.verdict) or its budget is spent."""
+
+    enabled: bool = False
+    top_k: int = Field(default=2, ge=1)
+    round_size: int = Field(default=2, ge=1)            # fresh seeds per configuration per round
+    max_seeds_per_config: int = Field(default=20, ge=3)  # also the sequential design's horizon
+    total_budget: int | None = Field(default=None, ge=1)  # fresh seeds for all configurations
 
 
 class RacingSection(_Strict):
@@ -214,6 +227,7 @@ class SearchSpace(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
     racing: RacingSection = Field(default_factory=RacingSection)
+    settle: SettleSection = Field(default_factory=SettleSection)
     search: SearchSection = Field(default_factory=SearchSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     simulated: SimulatedSection | None = None
