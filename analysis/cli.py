@@ -15,6 +15,7 @@ from pathlib import Path
 
 EPILOG = """examples:
   fsray report runs/demo_cpu                         # terminal table of a search
+  fsray report runs/demo_cpu --wide                  # every column, however wide
   fsray report examples/                             # a researcher-format summary and search records
   fsray report runs/demo_cpu --delta 0.005            # verdicts against a smaller effect of interest
   fsray report runs/demo_cpu --format html --out report.html
@@ -34,6 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="table", choices=("table", "md", "html", "csv", "json"),
                         help="output format (default: table)")
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
+    parser.add_argument("--wide", action="store_true",
+                        help="terminal table: every column (default: the columns that fit the "
+                             "terminal's width, most important first; with no terminal, or with "
+                             "--out, every column; md/html/csv/json always have every column)")
     parser.add_argument("--metric", default="acc", choices=("acc", "loss", "seq"),
                         help="paired delta to analyse: token accuracy, loss or sequence accuracy")
     parser.add_argument("--group-by", nargs="+", default=["task", "config"], metavar="COLUMN",
@@ -75,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"fsray: skipped: {line}", file=sys.stderr)
         print(f"fsray: error: {exc}", file=sys.stderr)
         return 2
-    text = render(report, args.format)
+    text = render(report, args.format, wide=args.wide or bool(args.out))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,11 @@ import html
 import io
 import json
 import math
+import os
+import re
+import sys
+import textwrap
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -92,28 +97,57 @@ def _flags(r: pd.Series) -> str:
     return ",".join(f)
 
 
-def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
-    """Header and printed cells of the summary (shared by the terminal, markdown and HTML tables)."""
+@dataclass
+class Column:
+    """One column of the summary table: ``key`` (stable id), printed header and cells, and the
+    short ``name`` said when the terminal table leaves it out."""
+
+    key: str
+    header: str
+    cells: list[str]
+    name: str
+
+
+def table_columns(report: Report) -> list[Column]:
+    """Every column of the summary table, in printed order (terminal, markdown and HTML)."""
     shown = report.shown
     lvl = int(round(report.options.level * 100))
     m = report.options.metric
-    header = [*shown, "n", f"mean d_{m}", "std", f"{lvl}% CI ({report.options.interval})", "+/0/-",
-              "sign p", "Wilcoxon p", "Holm", "BH", "P(improve)", "seeds@80%",
-              f"verdict (δ={report.options.delta:g})"]
-    split = report.summary["bt_both"].notna().any()
-    if split:
-        header += ["breakthrough FS/base, p, Δrate [CI]", "given both learned"]
-    header.append("flags")
-    rows = []
-    for _, r in report.summary.iterrows():
-        rows.append([
-            *(str(r[c]) for c in shown), str(r["n"]), fmt(r["mean"]), fmt(r["std"], ".4f"),
-            _interval(r["ci_lo"], r["ci_hi"]), f"{r['n_pos']}/{r['n_zero']}/{r['n_neg']}",
-            _p(r["sign_p"]), _p(r["wilcoxon_p"]), _p(r["wilcoxon_p_holm"]), _p(r["wilcoxon_p_bh"]),
-            fmt(r["p_improve"], ".2f"), fmt(r["seeds_needed"], ".0f"), str(r["verdict_label"]),
-            *([_breakthrough_cell(r), _quality_cell(r)] if split else []), _flags(r),
-        ])
-    return header, rows
+    s = report.summary
+    rows = [r for _, r in s.iterrows()]
+    ci = f"{lvl}% CI ({report.options.interval})"
+    cols = [Column(c, c, [str(r[c]) for r in rows], c) for c in shown]
+    cols += [
+        Column("n", "n", [str(r["n"]) for r in rows], "n"),
+        Column("mean", f"mean d_{m}", [fmt(r["mean"]) for r in rows], f"mean d_{m}"),
+        Column("std", "std", [fmt(r["std"], ".4f") for r in rows], "std"),
+        Column("ci", ci, [_interval(r["ci_lo"], r["ci_hi"]) for r in rows], ci),
+        Column("signs", "+/0/-", [f"{r['n_pos']}/{r['n_zero']}/{r['n_neg']}" for r in rows],
+               "+/0/-"),
+        Column("sign_p", "sign p", [_p(r["sign_p"]) for r in rows], "sign p"),
+        Column("wilcoxon_p", "Wilcoxon p", [_p(r["wilcoxon_p"]) for r in rows], "Wilcoxon p"),
+        Column("holm", "Holm", [_p(r["wilcoxon_p_holm"]) for r in rows], "Holm"),
+        Column("bh", "BH", [_p(r["wilcoxon_p_bh"]) for r in rows], "BH"),
+        Column("p_improve", "P(improve)", [fmt(r["p_improve"], ".2f") for r in rows],
+               "P(improve)"),
+        Column("seeds80", "seeds@80%", [fmt(r["seeds_needed"], ".0f") for r in rows],
+               "seeds@80%"),
+        Column("verdict", f"verdict (δ={report.options.delta:g})",
+               [str(r["verdict_label"]) for r in rows], "verdict"),
+    ]
+    if s["bt_both"].notna().any():
+        cols += [Column("breakthrough", "breakthrough FS/base, p, Δrate [CI]",
+                        [_breakthrough_cell(r) for r in rows], "breakthrough"),
+                 Column("given_both", "given both learned", [_quality_cell(r) for r in rows],
+                        "given both learned")]
+    cols.append(Column("flags", "flags", [_flags(r) for r in rows], "flags"))
+    return cols
+
+
+def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
+    """Header and printed cells of the summary (shared by the terminal, markdown and HTML tables)."""
+    cols = table_columns(report)
+    return [c.header for c in cols], [list(r) for r in zip(*(c.cells for c in cols))]
 
 
 def _truncate(s: str, width: int) -> str:
@@ -213,15 +247,61 @@ def _num(v) -> float | None:
 # renderers
 
 
-def render_table(report: Report, width: int = 44) -> str:
-    header, rows = table_rows(report)
-    cells = [header] + [[_truncate(c, width) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    sep = "  "
-    out = [sep.join(h.ljust(w) for h, w in zip(header, widths)),
-           sep.join("-" * w for w in widths)]
-    for row in cells[1:]:
-        out.append(sep.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+# The terminal table at the terminal's width: the configuration's label, then the columns in this
+# order of importance while they fit; the stage and task become a title line (one value) or group
+# headers. Flags come first among the rest because they are short and change how a row reads (WC:
+# the mean is biased by selection; bimodal: read the breakthrough columns, not the mean).
+CORE_COLUMNS = ("n", "mean", "ci", "verdict", "signs")
+MORE_COLUMNS = ("flags", "wilcoxon_p", "holm", "bh", "sign_p", "p_improve", "seeds80", "std",
+                "breakthrough", "given_both")
+GROUP_COLUMNS = ("task", "stage")   # said once above the table or as group headers
+LABEL_MIN, LABEL_TARGET = 12, 28    # label width kept before / grown to before the optional columns
+SEP = "  "
+CELL_MAX = 44                       # --wide: longest cell printed (as before)
+
+
+def terminal_width() -> int | None:
+    """Columns of the terminal the table goes to: $COLUMNS when exported, else stdout's terminal,
+    else stderr's (``fsray report RUN | less`` / ``| tee log``); None when there is none (a file,
+    CI, a captured run): then the table prints every column, as with ``--wide``."""
+    env = os.environ.get("COLUMNS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr, sys.__stderr__):
+        try:
+            if stream is not None and stream.isatty():
+                return os.get_terminal_size(stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            continue
+    return None
+
+
+def _truncate_label(s: str, width: int, middle: bool = False) -> str:
+    """A label cut to ``width`` with "…", keeping the " #hash6" that tells apart look-alikes;
+    ``middle``: its start and end (when cutting the end would print two labels alike)."""
+    if len(s) <= width:
+        return s
+    if middle and width >= 5:
+        head = (width - 1) // 2
+        return s[:head] + "…" + s[len(s) - (width - 1 - head):]
+    m = re.search(r" #[0-9a-f]{6}$", s)
+    if m and width >= len(m.group()) + 4:
+        return s[: width - len(m.group()) - 1] + "…" + m.group()
+    return _truncate(s, max(width, 1))
+
+
+def render_table(report: Report, width: int | None = None, wide: bool = False) -> str:
+    """The summary table and the findings under it. ``wide``: every column, as in md/html/csv/json.
+    Otherwise the table fits ``width`` columns (default: ``terminal_width()``; with no terminal,
+    every column): the configuration label (cut with "…"), n, mean, CI, verdict, +/0/-, then flags,
+    p-values, Holm/BH, P(improve), seeds@80%, std and the breakthrough columns while they fit; one
+    line under the table names the columns left out."""
+    if width is None and not wide:
+        width = terminal_width()
+    if wide or width is None:
+        out = _wide_table(report)
+    else:
+        out = _fitted_table(report, max(int(width), 20))
     out.append("")
     out.extend(_text_lines(report))
     if report.importance:
@@ -232,6 +312,107 @@ def render_table(report: Report, width: int = 44) -> str:
         out.append(f"{title} ({len(items)}):")
         out.extend(f"  {x}" for x in items)
     return "\n".join(out) + "\n"
+
+
+def _wide_table(report: Report) -> list[str]:
+    header, rows = table_rows(report)
+    cells = [header] + [[_truncate(c, CELL_MAX) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    out = [SEP.join(h.ljust(w) for h, w in zip(header, widths)),
+           SEP.join("-" * w for w in widths)]
+    for row in cells[1:]:
+        out.append(SEP.join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return out
+
+
+def _common_knobs(labels: list[str]) -> list[str]:
+    """Words (``knob=value``) found in every configuration's label, when taking them out leaves
+    every label something to print."""
+    if len(labels) < 2:
+        return []
+    words = [lab.split(" ") for lab in labels]
+    common = [w for w in words[0] if "=" in w and all(w in ws for ws in words[1:])]
+    if not common or any(not [w for w in ws if w not in common] for ws in words):
+        return []
+    return common
+
+
+def _fit(cols: list[Column], labels: list[str], width: int) -> tuple[dict[str, int], list[str]]:
+    """Widths of the label columns and the other columns that fit ``width``: the labels at
+    LABEL_MIN, the CORE_COLUMNS, the labels grown to LABEL_TARGET, the MORE_COLUMNS while they fit,
+    then what is left to the labels."""
+    natural = {c.key: max([len(c.header), *map(len, c.cells)]) for c in cols}
+    lw = {k: min(natural[k], LABEL_MIN) for k in labels}
+    room = width - sum(lw.values()) - len(SEP) * (len(labels) - 1)
+    chosen: list[str] = []
+    for stage in (CORE_COLUMNS, "grow", MORE_COLUMNS, "grow all"):
+        if isinstance(stage, str):
+            for k in labels:
+                limit = natural[k] if stage == "grow all" else min(natural[k], LABEL_TARGET)
+                more = min(max(limit - lw[k], 0), max(room, 0))
+                lw[k] += more
+                room -= more
+            continue
+        for k in stage:
+            if k in natural and room >= natural[k] + len(SEP):
+                chosen.append(k)
+                room -= natural[k] + len(SEP)
+    widths = {**lw, **{k: natural[k] for k in chosen}}
+    return widths, [k for k in natural if k in widths]
+
+
+def _fitted_table(report: Report, width: int) -> list[str]:
+    cols = table_columns(report)
+    bykey = {c.key: c for c in cols}
+    shown = [c for c in report.shown if c in bykey]
+    primary = "config" if "config" in shown else shown[-1] if shown else None
+    group = [c for c in GROUP_COLUMNS if c in shown and c != primary]
+    labels = [k for k in shown if k not in group]
+    nrows = len(report.summary)
+    # one value: said once above the table; several: rows gathered under a header per value
+    title = [g for g in group if len(set(bykey[g].cells)) <= 1]
+    heads = [g for g in group if g not in title]
+
+    def said(keys, i):
+        return ", ".join(f"{k} {bykey[k].cells[i]}" for k in keys)
+
+    widths, printed = _fit(cols, labels, width)
+    above = [said(title, 0)] if title and nrows else []
+    if primary == "config" and widths["config"] < max(map(len, bykey["config"].cells), default=0):
+        # labels cut short: the knobs every configuration shares are said once above the table
+        common = _common_knobs(bykey["config"].cells)
+        if common:
+            bykey["config"].cells = [" ".join(w for w in x.split(" ") if w not in common)
+                                     for x in bykey["config"].cells]
+            above.append("every configuration: " + " ".join(common))
+            widths, printed = _fit(cols, labels, width)
+
+    # cut at the end, unless that prints two different labels alike: then keep both ends
+    middle = {k: len({_truncate_label(x, widths[k]) for x in bykey[k].cells})
+              < len(set(bykey[k].cells)) for k in labels}
+
+    def line(cells):
+        return SEP.join(_truncate_label(x, widths[k], middle.get(k, False)).ljust(widths[k])
+                        for x, k in zip(cells, printed)).rstrip()
+
+    out = []
+    for text in above:
+        out.extend(textwrap.wrap(text, width, subsequent_indent="  ", break_on_hyphens=False))
+    out.append(line([bykey[k].header for k in printed]))
+    out.append(SEP.join("-" * widths[k] for k in printed))
+    order: dict[str, list[int]] = {}
+    for i in range(nrows):
+        order.setdefault(said(heads, i), []).append(i)
+    for name, idx in order.items():
+        if heads:
+            out.append(_truncate(name + ":", width))
+        out.extend(line([bykey[k].cells[i] for k in printed]) for i in idx)
+    left_out = [c.name for c in cols if c.key not in widths and c.key not in group]
+    if left_out:
+        note = (f"not shown at {width} columns: {', '.join(left_out)} "
+                "(--wide, or --format md/html/csv/json, shows every column)")
+        out.extend(textwrap.wrap(note, width, break_on_hyphens=False))
+    return [x if len(x) <= width else _truncate(x, width) for x in out]
 
 
 def _md_cell(s: str) -> str:
@@ -352,7 +533,12 @@ RENDERERS = {"table": render_table, "md": render_markdown, "html": render_html, 
              "json": render_json}
 
 
-def render(report: Report, fmt_name: str = "table") -> str:
+def render(report: Report, fmt_name: str = "table", *, width: int | None = None,
+           wide: bool = False) -> str:
+    """The report in one format. ``width``/``wide`` shape the terminal table only (render_table);
+    md, html, csv and json always carry every column."""
     if fmt_name not in RENDERERS:
         raise AnalysisInputError(f"--format must be one of {FORMATS}, got {fmt_name!r}")
+    if fmt_name == "table":
+        return render_table(report, width=width, wide=wide)
     return RENDERERS[fmt_name](report)

@@ -155,7 +155,7 @@ def test_breakthrough_follows_the_recorded_learned_metric(tmp_path):
     assert r["bt_bimodal"] is True or r["bt_bimodal"] == True  # noqa: E712 (seq runs: 0 vs 1)
     # the split and its quality delta are on the metric that decided "learned"
     assert r["bt_metric"] == "seq" and r["bt_quality_mean"] == 0.0
-    assert "d_seq +0.0000" in render(rep, "table")
+    assert "d_seq +0.0000" in render(rep, "table", wide=True)  # a breakthrough column
 
 
 def test_learned_above_on_a_plain_table(tmp_path):
@@ -335,7 +335,7 @@ def test_cli_writes_out_file(monkeypatch, capsys, search_dir, tmp_path):
 
 
 def test_fsray_report_on_the_researchers_files(monkeypatch, capsys, upstream_dir):
-    code, out, err = run_cli(monkeypatch, capsys, upstream_dir)
+    code, out, err = run_cli(monkeypatch, capsys, upstream_dir, "--wide")  # task, config: 1 line
     assert code == 1  # the empty summary, the manifest and the embedding round are skipped
     # every researchers' paired summary has its row: task and configuration label on one line
     from analysis import legacy

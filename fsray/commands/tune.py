@@ -46,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "until each has a verdict or its budget is spent (settle: in the YAML)")
     parser.add_argument("--settle-only", action="store_true",
                         help="settle the finished selection of an existing run directory, no more trials")
+    parser.add_argument("--wide", action="store_true",
+                        help="print every column of the final stability table (default: fit the terminal)")
     parser.add_argument("--delta", type=float, default=None, metavar="X",
                         help="smallest effect of interest for verdicts (objective.delta; default 0.01)")
 
@@ -170,7 +172,7 @@ def run(args) -> int:
 
             ray.shutdown()
     print(render_summary(summary, list(space.space), top=args.top), flush=True)
-    write_stability_report(Path(summary["run_dir"]))
+    write_stability_report(Path(summary["run_dir"]), wide=args.wide)
     if storage is not None:
         copy_results(Path(summary["run_dir"]), storage)
     return 0
