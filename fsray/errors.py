@@ -9,6 +9,12 @@ class RunFailed(RuntimeError):
     """A run that was set up correctly but failed (diverged, crashed): exit 1."""
 
 
+class CapacityLost(RunFailed):
+    """Seed runs were lost with the cluster's capacity (nodes gone, no worker group for too long,
+    retries spent): not the configuration's fault, so nothing is recorded as failed and ``--resume``
+    runs them again."""
+
+
 def first_line(exc: BaseException, with_type: bool = True) -> str:
     """One line for an exception: ``Type: first line of its message`` (the type alone if it has none).
     Out-of-memory errors of any kind start with "out of memory", so a record says what happened."""

@@ -266,6 +266,7 @@ def _group_loop(config: dict) -> None:
             checkpoint = RunCheckpoint(f"{config['checkpoints']}/{run_key(spec, job['seed'], fs)}",
                                        every_s=config["checkpoint_every_s"])
         result = run_seed_job(spec, job["seed"], fs, device=device, checkpoint=checkpoint)
+        result["node"] = node   # where it ran (a run-time field, like its seconds)
         if rank == 0:
             ray.get(dispatcher.finish.remote(group, job["id"], result))
 

@@ -71,6 +71,7 @@ def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, s
 
         def __init__(self):
             self.done = 0
+            self.capacity_lost: str | None = None
             self.running: set[str] = set()
             self.finished: set[str] = set()  # config hashes of finished trials
 
@@ -124,13 +125,18 @@ def _make_callback(store: StoreClient, space: SearchSpace, runner, total: int, s
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._finish(trial)
+            err = _trial_error(trial)
+            if "CapacityLost" in err:
+                # lost with the cluster's capacity: nothing recorded, --resume runs it again
+                self.capacity_lost = self.capacity_lost or err
+                self._line(f"trial {trial.trial_id} stopped: its seed runs were lost with the cluster's capacity")
+                return
             running = store.running(trial.trial_id)
             if running is not None:
                 config, chash, seed, stage = running
                 if store.lookup(chash, seed, stage) is None:
                     from fsray.fsconfig import FSConfig
 
-                    err = _trial_error(trial)
                     rec = runner.make_record(FSConfig(**config), seed,
                                              store.baseline(runner.baseline_key(seed)), None,
                                              stage, trial.trial_id, failure=err)
@@ -392,8 +398,10 @@ def _select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Stor
     callback = _make_callback(store, space, runner, space.search.trials, say, progress.trials)
     tune_path = run_dir / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_path)):
+        # errored trials run again: a configuration that really failed has its failure recorded
+        # and fails again at once, without training; one lost with the cluster's capacity resumes
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
+                                   resume_errored=False, restart_errored=True)
         # Callbacks are not part of the saved state; give the restored run ours.
         tuner._local_tuner.get_run_config().callbacks = [callback]
     else:
@@ -408,6 +416,12 @@ def _select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Stor
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
     tuner.fit()
+    if callback.capacity_lost:
+        from fsray.errors import CapacityLost
+
+        raise CapacityLost("the search stopped: seed runs were lost with the cluster's capacity "
+                           "(no worker group came back in time); nothing completed was lost: "
+                           "--resume continues it")
 
 
 def _confirm(space: SearchSpace, runner, store: StoreClient, n: int, say) -> None:

@@ -20,7 +20,7 @@ from typing import Callable
 
 import ray
 
-from fsray.errors import RunFailed, UsageError, first_line
+from fsray.errors import CapacityLost, RunFailed, UsageError, first_line
 from fsray.fsconfig import FSConfig, config_hash
 from fsray.records import build_record, task_label
 from fsray.search import objective as obj
@@ -196,10 +196,14 @@ def ensure_baselines(runner, store: StoreClient, seeds: list[int]) -> dict[int, 
     have = {s: store.baseline(runner.baseline_key(s)) for s in seeds}
     missing = [s for s, run in have.items() if run is None]
     if missing:
-        for seed, run in runner.train_baselines(missing).items():
+        trained = runner.train_baselines(missing)
+        lost = [run for run in trained.values() if run.get("lost")]
+        for seed, run in trained.items():
             if run.get("status") == "ok" and _finite_run(run):
                 store.put_baseline(runner.baseline_key(seed), seed, run)
             have[seed] = {**run, "cached": False}
+        if lost:   # the finished ones are cached; the lost ones are trained again on --resume
+            raise CapacityLost(f"baseline runs lost: {lost[0]['failure']}")
     for s, run in have.items():
         if s not in missing:
             have[s] = {**run, "cached": True}
@@ -263,6 +267,8 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
         baselines = ensure_baselines(runner, store, todo)
 
         def on_run(seed: int, run: dict | None, failure: str | None) -> bool:
+            if run is not None and run.get("lost"):   # the cluster's fault: record nothing
+                raise CapacityLost(f"config {cfg.label()}, seed {seed}: {run['failure']}")
             if failure is None and not _finite_run(run):
                 failure = "diverged: the FS run returned a NaN or infinite metric"
             base = baselines[seed]
@@ -284,6 +290,8 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
         store.mark_running(trial_id or "", cfg.model_dump(), chash, todo[0], stage)
         try:
             runner.fs_runs(cfg, todo, baselines, on_run, trial_id=trial_id)
+        except CapacityLost:
+            raise
         except Exception as exc:  # noqa: BLE001 - a crash fails the first seed it left undone
             undone = [s for s in todo if store.lookup(chash, s, stage) is None]
             if undone and state["failure"] is None:
