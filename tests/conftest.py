@@ -47,3 +47,21 @@ def upstream_dir() -> Path:
             pytest.fail(message + "; FSRAY_REQUIRE_UPSTREAM=1 requires it")
         pytest.skip(message)
     return UPSTREAM
+
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory):
+    """A real 2-node Ray cluster on this machine (tests/cluster_harness.py): a head with 1 CPU and one
+    worker node with 2 CPUs, separate raylets, token auth on as Ray turns it on. Yields the
+    ``LocalCluster``: ``.address``, ``.env`` (RAY_ADDRESS, RAY_AUTH_MODE=token and the cluster's own
+    HOME with its token: run drivers as subprocesses with it), ``.nodes[0]`` (the worker node),
+    ``.kill_node(node)`` (SIGKILL of its raylet), ``.add_node(num_cpus)``, ``.wait_nodes(n)``.
+    Everything it started is stopped by pid at the end (never `ray stop`)."""
+    from cluster_harness import LocalCluster
+
+    cluster = LocalCluster(tmp_path_factory.mktemp("ray_cluster"), head_cpus=1).start()
+    try:
+        cluster.add_node(num_cpus=2)
+        yield cluster
+    finally:
+        cluster.stop()
