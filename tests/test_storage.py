@@ -270,3 +270,57 @@ def test_fsray_tune_copies_its_results_to_the_storage_uri(s3, tmp_path):
                            env=s3, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert remote.returncode == 0 and local.returncode == 0, (remote.stderr, local.stderr)
     assert _configs(remote.stdout) == _configs(local.stdout) != []
+
+
+LOST_RUN = """
+import json, os, signal, sys, time
+import ray
+from fsray.fsconfig import FSConfig
+from fsray.harness import SeedRunHarness
+from fsray.trainer import TrainSpec, run_mode
+
+spec = TrainSpec.model_validate({
+    "model": {"n_layer": 2, "d_model": 32, "head_size": 8},
+    "budget": {"steps": 80, "batch_size": 16, "eval_every": 10, "warmup": 1},
+    "data": {"n_train": 64, "n_val": 32, "eval_batch_size": 32},
+})
+fs = FSConfig(alpha_init=0.0, alpha_lr=1e-2)
+uri, marker_dir = sys.argv[1], sys.argv[2]
+ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+import pyarrow.fs as pafs
+store, root = pafs.FileSystem.from_uri(marker_dir)
+with SeedRunHarness(spec, groups=1, storage_path=uri, checkpoint_every_s=0.0) as h:
+    job = h.submit(4, fs, tag="trial s3")
+    deadline, pid = time.monotonic() + 120, None
+    while time.monotonic() < deadline and pid is None:
+        leases = ray.get(h.dispatcher.leases_now.remote())
+        saved = [f for f in store.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+                 if f.path.endswith("state.pt")]
+        if leases and saved:
+            pid = next(iter(leases.values()))["pid"]
+        time.sleep(0.05)
+    if pid is not None:
+        os.kill(pid, signal.SIGKILL)
+    got = h.result(job)
+whole = run_mode(spec, 4, fs)
+print("RESULT", json.dumps({"killed": pid is not None, "got": got, "whole": whole}))
+"""
+
+
+def test_a_seed_run_lost_mid_way_resumes_from_its_checkpoint_in_the_object_store(s3, tmp_path):
+    """The harness with its storage in S3 (its own Ray, started with the AWS_* environment): the
+    group's worker is SIGKILLed after the run saved its state there; the run given back resumes from
+    that state (not from step 0), its result equals an undisturbed run's, and the state is deleted
+    once the run returns."""
+    uri = f"s3://{BUCKET}/harness"
+    proc = subprocess.run([sys.executable, "-c", LOST_RUN, uri, f"{uri}/seed_runs"], env=s3, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and line, proc.stderr[-3000:]
+    out = json.loads(line[0][7:])
+    got, whole = out["got"], out["whole"]
+    assert out["killed"], "the run never saved its state to the object store"
+    assert got["status"] == "ok" and got.get("resumed_from_step", 0) >= 10
+    for key in ("token_acc", "loss", "seq_acc", "curve", "data_hash", "tokens", "steps"):
+        assert got[key] == whole[key], key
+    assert not [k for k in _keys("harness/seed_runs/") if k.endswith("state.pt")]   # cleared at the end

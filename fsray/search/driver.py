@@ -337,7 +337,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
 
             r = space.resources
             harness = SeedRunHarness(runner.spec, groups=space.search.concurrency, workers=r.workers,
-                                     use_gpu=r.gpus_per_worker > 0, storage_path=str(run_dir / "train"),
+                                     use_gpu=r.gpus_per_worker > 0, storage_path=_train_storage(space, run_dir),
                                      name=space.name, max_retries=r.max_retries,
                                      capacity_timeout_s=r.capacity_timeout_s, on_event=progress.on_event)
             runner.client = harness
@@ -372,6 +372,19 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
         if started:
             ray.shutdown()
     return summary
+
+
+def _train_storage(space: SearchSpace, run_dir: Path) -> str:
+    """Where Ray Train keeps the worker groups' state and the seed runs their resumable state: the
+    search's storage location when it names one (every node sees it: a run lost with its node
+    resumes elsewhere), else the run directory (one node). Tune's own experiment state stays in the
+    run directory on the driver's node, which --resume reads."""
+    if not space.storage_path:
+        return str(run_dir / "train")
+    from fsray.storage import check_storage
+
+    st = check_storage(space.storage_path)   # cached: the CLI checked it before anything was written
+    return st.child(run_dir.name, "train")
 
 
 def _select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: StoreClient, actor, harness,
