@@ -10,22 +10,36 @@ Prints, all measured in this process:
     WKV replaced by a stand-in of the same shapes (elementwise, keeps the graph; not quite free, so
     this second share is a lower bound).
 Goal (issue 5): WKV at most a quarter of the step time.
+  - the fused (compiled, fsray.fused) training step against the eager one (issue 12: >= 1.5x): the
+    trainer's whole step (forward, answer-token loss, backward, gradient clipping, AdamW) on the same
+    batches, interleaved, process time per step. "eager (issue 12 start)" is the step as it was when
+    issue 12 was filed (logits over every prompt position, the per-parameter gradient norm, foreach
+    AdamW); "eager (now)" is the trainer's eager step today; "fused" is compile_scorer + fused AdamW.
+    And the first compile's cost in fresh processes: cold (empty compile cache) and cached.
 
-Usage: .venv/bin/python bench/train_cpu.py [--steps 60] [--no-ray]
+Usage: .venv/bin/python bench/train_cpu.py [--steps 60] [--no-ray] [--fused-only] [--no-compile-time]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 import fsray.model as model_mod
 from fsray.wkv import chunked, compiled
 from fsray.fsconfig import FSConfig
-from fsray.trainer import AnswerScorer, _answer_stats, embedded_default_spec, initial_model, run_mode, task_data
+from fsray import fused
+from fsray.trainer import (AnswerScorer, _answer_stats, _trainable_groups, embedded_default_spec, initial_model,
+                           run_mode, task_data)
 from fsray.data import TrainStream, worker_slice
 
 FS = FSConfig(fs_layer_start=1, alpha_init=-2.0)
@@ -86,7 +100,7 @@ def step_times(spec, seed: int, n: int, fs, backend: str = "auto", clock: _OpClo
     model.wkv_backend = backend
     if fs is not None:
         model.attach_fs(fs)
-    scorer = AnswerScorer(model, fs)
+    scorer = AnswerScorer(model, use_fs=fs is not None)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     stream = TrainStream(len(data.train), spec.budget.batch_size, seed)
     out, op = [], []
@@ -104,16 +118,146 @@ def step_times(spec, seed: int, n: int, fs, backend: str = "auto", clock: _OpClo
     return out, op
 
 
+class _ScorerAtIssue12(AnswerScorer):
+    """The trainer's scorer as it was when issue 12 was filed: logits over every prompt position."""
+
+    def forward(self, prompt, prompt_mask, answer):
+        out = self.model(prompt, mask=prompt_mask, use_fs=self.use_fs)
+        logits = [out.logits[:, -1:]]
+        if answer.shape[1] > 1:
+            logits.append(self.model(answer[:, :-1], state=out.state).logits)
+        return torch.cat(logits, dim=1)
+
+
+def make_step(spec, variant: str, fs=FS, seed: int = 0):
+    """One training step as fsray.trainer.run_mode takes it (loss over answer tokens, zero_grad,
+    backward, clip, AdamW with the trainer's parameter groups), for a variant of the step."""
+    data = task_data(spec)
+    b = spec.budget
+    torch.use_deterministic_algorithms(True, warn_only=True)   # as run_mode sets it
+    model = initial_model(spec, seed, data.tokenizer.vocab_size)
+    if fs is not None:
+        torch.manual_seed(seed + 7919)
+        model.attach_fs(fs)
+    model.train()
+    groups = _trainable_groups(model, fs, b)
+    trainable = [p for g in groups for p in g["params"] if p.requires_grad]
+    if variant == "eager (issue 12 start)":
+        scorer = _ScorerAtIssue12(model, use_fs=fs is not None)
+        opt = torch.optim.AdamW(groups, lr=b.lr, betas=b.betas, eps=1e-8)
+        clip = torch.nn.utils.clip_grad_norm_
+    elif variant == "eager (now)":
+        scorer = AnswerScorer(model, use_fs=fs is not None)
+        opt = torch.optim.AdamW(groups, lr=b.lr, betas=b.betas, eps=1e-8)
+        clip = torch.nn.utils.clip_grad_norm_
+    elif variant == "fused":
+        scorer = fused.compile_scorer(AnswerScorer(model, use_fs=fs is not None), "on")
+        opt = fused.adamw(groups, lr=b.lr, betas=b.betas, eps=1e-8)
+        clip = fused.clip_grad_norm_
+    else:
+        raise ValueError(variant)
+
+    def step(batch):
+        ce_sum, _, n, _ = _answer_stats(scorer(batch.prompt, batch.prompt_mask, batch.answer), batch)
+        loss = ce_sum / n
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        clip(trainable, b.grad_clip)
+        opt.step()
+        return loss
+
+    return step, scorer
+
+
+def fused_vs_eager(spec, n: int = 20, rounds: int = 3) -> dict[str, float]:
+    """Median process-time ms per step of each variant, interleaved over rounds on the same batches."""
+    data = task_data(spec)
+    stream = TrainStream(len(data.train), spec.budget.batch_size, 0)
+    batches = [data.batch("train", worker_slice(stream.batch_indices(i), 0, 1)) for i in range(n)]
+    variants = ["eager (issue 12 start)", "eager (now)", "fused"]
+    steps = {}
+    for v in variants:
+        t = time.perf_counter()
+        steps[v], scorer = make_step(spec, v)
+        for batch in batches[:2]:   # warm-up (and, for the fused step, compile or load from the cache)
+            steps[v](batch)
+        if v == "fused":
+            print(f"fused step: first call {scorer.first_call_seconds:.1f} s in this process "
+                  f"(compile cache {os.environ.get('TORCHINDUCTOR_CACHE_DIR')})")
+    times = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            for batch in batches:
+                t = time.process_time()
+                steps[v](batch)
+                times[v].append(time.process_time() - t)
+    return {v: statistics.median(ts) * 1e3 for v, ts in times.items()}
+
+
+def compile_probe() -> None:
+    """(run in a fresh process) Seconds from nothing to the first fused step done, and its parts."""
+    spec = embedded_default_spec("query_after")
+    torch.set_num_threads(spec.threads)
+    data = task_data(spec)
+    batch = data.batch("train", TrainStream(len(data.train), spec.budget.batch_size, 0).batch_indices(0))
+    step, scorer = make_step(spec, "fused")
+    t = time.perf_counter()
+    step(batch)   # forward compiled on the call, backward compiled at its first run
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    step(batch)
+    print(json.dumps({"first_step_s": first, "forward_first_call_s": scorer.first_call_seconds,
+                      "next_step_s": time.perf_counter() - t}))
+
+
+def compile_costs() -> dict[str, dict]:
+    """The fused step's first-step time in fresh processes: cold (empty cache), then cached."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(Path(tmp) / "inductor")}
+        for label in ("cold (empty cache)", "warm (cached)"):
+            proc = subprocess.run([sys.executable, __file__, "--compile-probe"], capture_output=True,
+                                  text=True, env=env, timeout=900)
+            if proc.returncode:
+                raise RuntimeError(f"compile probe failed: {proc.stderr.strip().splitlines()[-1:]}")
+            out[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+def report_fused(spec, no_compile_time: bool) -> None:
+    ms = fused_vs_eager(spec)
+    base, now, fz = ms["eager (issue 12 start)"], ms["eager (now)"], ms["fused"]
+    print(f"[fused step] eager (issue 12 start) {base:.1f} ms, eager (now) {now:.1f} ms, fused {fz:.1f} ms "
+          f"per step (process time, one thread, batch {spec.budget.batch_size}, prompt_fs)")
+    print(f"[fused step] fused vs eager (issue 12 start): {base / fz:.2f}x (goal >= 1.5x); "
+          f"fused vs eager (now): {now / fz:.2f}x")
+    if no_compile_time:
+        return
+    costs = compile_costs()
+    for label, c in costs.items():
+        print(f"[fused step] first compile, {label}: first step {c['first_step_s']:.1f} s "
+              f"(forward call {c['forward_first_call_s']:.1f} s), next step {c['next_step_s'] * 1e3:.0f} ms")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--no-ray", action="store_true")
+    ap.add_argument("--fused-only", action="store_true", help="only the fused vs eager step section")
+    ap.add_argument("--no-compile-time", action="store_true", help="skip the fresh-process compile timings")
+    ap.add_argument("--compile-probe", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.compile_probe:
+        compile_probe()
+        return
     spec = embedded_default_spec("query_after")
     spec = spec.model_copy(update={"budget": spec.budget.model_copy(update={"steps": args.steps, "eval_every": args.steps})})
     torch.set_num_threads(spec.threads)
     print(f"embedded default: {spec.model.n_layer} layers, width {spec.model.d_model}, head {spec.model.head_size}, "
           f"batch {spec.budget.batch_size}, {args.steps} steps per run, wkv backend {spec.wkv_backend}")
+    report_fused(spec, args.no_compile_time)
+    if args.fused_only:
+        return
 
     t = time.perf_counter()
     pair = [run_mode(spec, 0, None), run_mode(spec, 0, FS)]

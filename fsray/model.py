@@ -99,7 +99,14 @@ class _TokenShift:
     def __init__(self, mask: torch.Tensor | None, B: int, T: int):
         self.B, self.T = B, T
         self.mask = mask
-        self.left_padded = mask is None or bool((mask[:, 1:] >= mask[:, :-1]).all())
+        if torch.compiler.is_compiling():
+            # No data-dependent branch in a compiled graph (fsray.fused): the left-padding path, checked
+            # on the device; fsray.fused sends batches with other masks to the eager step.
+            self.left_padded = True
+            if mask is not None:
+                torch._assert_async((mask[:, 1:] >= mask[:, :-1]).all(), "compiled forward: mask must be left-padded")
+        else:
+            self.left_padded = mask is None or bool((mask[:, 1:] >= mask[:, :-1]).all())
         if mask is not None and self.left_padded:
             self.prev_real = torch.cat([mask.new_zeros(B, 1), mask[:, :-1]], dim=1).unsqueeze(-1)
             self.last_real = mask[:, -1:]
@@ -355,8 +362,8 @@ class RWKV7(nn.Module):
         if logits not in ("all", "last", "none"):
             raise UsageError(f"logits must be 'all', 'last' or 'none', got {logits!r}")
         B, T = idx.shape
-        if mask is not None and bool(mask.all()):
-            mask = None
+        if mask is not None and not torch.compiler.is_compiling() and bool(mask.all()):
+            mask = None   # (compiled: the masked path, same numbers, no data-dependent branch)
         shift = _TokenShift(mask, B, T)
         keep = None if mask is None else mask.view(B, T, 1, 1).to(self.emb.weight.dtype)
 

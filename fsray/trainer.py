@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 import fsray
+from . import fused
 from .data import Batch, TrainStream, collate, eval_batches, indices_digest, worker_slice
 from .errors import UsageError, first_line
 from .fsconfig import FSConfig
@@ -91,6 +92,9 @@ class TrainSpec(_Strict):
     data: DataSpec = Field(default_factory=DataSpec)
     wkv_backend: Literal["auto", "reference", "torch", "compiled", "triton", "fla"] = "auto"
     threads: int = Field(1, ge=1)
+    # the fused training step (fsray.fused): "on" compiles the training forward+backward (an error
+    # where it cannot), "auto" compiles where it can (else eager, said once), "off" is the eager step
+    compile: Literal["auto", "on", "off"] = "off"
     learned_metric: Literal["token_acc", "seq_acc"] = "seq_acc"
     learned_margin: float = Field(0.1, ge=0)
     learned_above: float | None = None   # absolute threshold (real tasks without a known chance)
@@ -150,6 +154,8 @@ def baseline_key(spec: TrainSpec, seed: int) -> str:
         "budget": spec.budget.model_dump(), "data": spec.data.model_dump(),
         "wkv_backend": spec.wkv_backend, "seed": int(seed), "code": CODE_VERSION,
     }
+    if spec.compile != "off":   # the fused step rounds differently (~1e-7 a step): its own baselines
+        what["compile"] = spec.compile
     if spec.model.checkpoint:
         what["checkpoint_digest"] = _file_digest(str(resolve_checkpoint(spec.model.checkpoint)))
     blob = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)
@@ -285,8 +291,9 @@ class AnswerScorer(nn.Module):
         self.model, self.use_fs = model, use_fs
 
     def forward(self, prompt, prompt_mask, answer):
-        out = self.model(prompt, mask=prompt_mask, use_fs=self.use_fs)
-        logits = [out.logits[:, -1:]]   # the last prompt position predicts answer token 0
+        # only the last prompt position predicts (answer token 0): the head runs on it alone
+        out = self.model(prompt, mask=prompt_mask, use_fs=self.use_fs, logits="last")
+        logits = [out.logits]
         if answer.shape[1] > 1:
             # right padding only follows real tokens, so it never reaches a scored position
             logits.append(self.model(answer[:, :-1], state=out.state).logits)
@@ -435,7 +442,10 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
         model.attach_fs(fs)
     model.to(device).train()
     groups = _trainable_groups(model, fs, b)
-    opt = torch.optim.AdamW(groups, lr=b.lr, betas=b.betas, eps=1e-8)
+    if spec.compile == "off":
+        opt = torch.optim.AdamW(groups, lr=b.lr, betas=b.betas, eps=1e-8)
+    else:
+        opt = fused.adamw(groups, lr=b.lr, betas=b.betas, eps=1e-8)
     scorer: nn.Module = AnswerScorer(model, use_fs=fs is not None)
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -444,6 +454,9 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
                      # a provably no-op FS config leaves its trainable gates out of the graph
                      find_unused_parameters=fs is not None and model.future_seed.noop_reason is not None)
     trainable = [p for g in groups for p in g["params"] if p.requires_grad]
+    # training calls only: evaluation stays eager (other shapes, no backward)
+    train_scorer = fused.compile_scorer(scorer, spec.compile)
+    clip_grad_norm_ = torch.nn.utils.clip_grad_norm_ if spec.compile == "off" else fused.clip_grad_norm_
 
     result = {
         "mode": "prompt_fs" if fs is not None else "no_fs", "status": "ok", "failure": None,
@@ -470,7 +483,7 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
         for g in opt.param_groups:
             g["lr"] = g["base_lr"] * mult
         try:
-            logits = scorer(batch.prompt, batch.prompt_mask, batch.answer)
+            logits = train_scorer(batch.prompt, batch.prompt_mask, batch.answer)
         except (UsageError, RuntimeError) as exc:
             # Diverged weights make non-finite activations that an operator refuses (its NaN checks):
             # a failed run. Anything else is a real error.
@@ -497,7 +510,7 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
             break
         loss.backward()
         if b.grad_clip > 0:
-            norm = torch.nn.utils.clip_grad_norm_(trainable, b.grad_clip)
+            norm = clip_grad_norm_(trainable, b.grad_clip)
             if not torch.isfinite(norm):
                 result.update(status="failed", failure=f"gradient norm is {float(norm)} at step {step} (diverged)")
                 break

@@ -146,3 +146,53 @@ def test_builds_into_its_cache_and_falls_back_without_a_compiler(tmp_path):
         no_cc,
     )
     assert "WKV backend 'compiled' is unavailable" in refused.stdout and "no-such-cc" in refused.stdout
+
+
+# ----------------------------------------------------------------------------------- custom ops
+# The same C kernels as torch custom ops (the path torch.compile sees; fsray.fused): the op must give
+# the autograd.Function's numbers exactly, pass torch's own registration checks, and compile without
+# breaking the graph.
+
+
+@pytest.mark.parametrize("s0", [True, False])
+def test_custom_op_matches_the_autograd_function_exactly(s0, state_mode):
+    inputs = make_inputs(2, 37, 3, 16, s0=s0)
+    eager = run_with_grads(lambda *x: wkv7_compiled(*x, use_op=False), inputs)
+    op = run_with_grads(lambda *x: wkv7_compiled(*x, use_op=True), inputs)
+    assert set(op) == set(eager)
+    for name in eager:
+        assert torch.equal(op[name], eager[name]), name
+
+
+def test_custom_op_registration_passes_opcheck():
+    inputs = make_inputs(2, 5, 2, 4, s0=True, dtype=torch.float64)
+    x = {n: inputs[n].detach() for n in NAMES}
+    fwd_args = (x["r"], x["logw"].exp(), x["k"], x["v"], x["a"], x["b"], x["s0"])
+    leaves = tuple(t.clone().requires_grad_() for t in fwd_args)
+    for full, checkpoint in ((True, compiled.CHECKPOINT), (False, 2)):
+        torch.library.opcheck(torch.ops.fsray.wkv7_cpu_fwd.default, (*leaves, checkpoint, full))
+        _, _, u, states = torch.ops.fsray.wkv7_cpu_fwd(*fwd_args, checkpoint, full)
+        dy, dsT = torch.randn_like(x["r"]), torch.randn_like(x["s0"])
+        torch.library.opcheck(torch.ops.fsray.wkv7_cpu_bwd.default,
+                              (*fwd_args[:6], u, states, dy, dsT, checkpoint, full))
+
+
+def test_gradcheck_float64_through_the_custom_op():
+    inputs = make_inputs(1, 7, 2, 3, s0=True, dtype=torch.float64, seed=3)
+    xs = [inputs[n] for n in NAMES]
+    assert torch.autograd.gradcheck(lambda *a: wkv7_compiled(*a, use_op=True), xs, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+def test_compiles_in_one_graph_and_matches_eager():
+    """torch.compile(fullgraph=True) would raise on a graph break: the op and the dispatch around it
+    trace whole, forward and backward (the backward op inside AOTAutograd's backward graph)."""
+    inputs = make_inputs(2, 13, 2, 8, s0=True)
+
+    def fn(r, logw, k, v, a, b, s0):
+        y, sT = wkv7(r * 1.5, logw, k, v, a, b, s0, backend="compiled")
+        return y.tanh(), sT * 2
+
+    expected = run_with_grads(fn, inputs)
+    actual = run_with_grads(torch.compile(fn, fullgraph=True), inputs)
+    for name in expected:
+        assert_close_rel(actual[name], expected[name], 1e-5, name)

@@ -6,6 +6,10 @@ backward, ``fsray.wkv.compiled``: the fastest CPU path at every shape measured i
 ``triton`` (GPU kernel, ``fsray.wkv.triton_kernel``), ``fla`` (flash-linear-attention's chunk_rwkv7, an
 optional extra). ``auto`` picks triton on CUDA tensors, compiled on CPU tensors (torch, with a warning,
 where no C compiler can build it). See ``fsray.wkv.reference`` for the math and the shape conventions.
+
+The compiled C loop and the Triton kernel are also torch custom ops (``torch.ops.fsray.wkv7_cpu_fwd``/
+``_bwd``, ``wkv7_triton_fwd``/``_bwd``): under ``torch.compile`` (``fsray.fused``) the backends call
+those, so the graph does not break at the operator; eagerly they call their autograd.Functions.
 """
 
 from __future__ import annotations

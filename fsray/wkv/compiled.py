@@ -201,11 +201,120 @@ class _CompiledWKV7(torch.autograd.Function):
         return dr, dlogw, dk, dv, da, db, (None if no_s0 else ds0)
 
 
-def wkv7_compiled(r, logw, k, v, a, b, s0=None):
+# ----------------------------------------------------------------------------------- custom ops
+# The same C forward and backward as torch custom ops (``torch.ops.fsray.wkv7_cpu_fwd`` / ``_bwd``), so
+# ``torch.compile`` keeps the model in one graph around them: each op has a fake (shape-only) version for
+# tracing, and the forward's autograd formula calls the backward op, so AOTAutograd traces the backward
+# graph through it too. The eager training step keeps ``_CompiledWKV7`` (the reference path); the op is
+# used while compiling (``torch.compiler.is_compiling()``) or when asked (``use_op=True``). The decay's
+# exp and its chain rule stay outside the op, where the compiler fuses them with the rest.
+
+
+def _layout(B: int, T: int, H: int, N: int, element_size: int) -> tuple[int, bool]:
+    """(number of saved states, whether every state is kept) for a call of this shape."""
+    full = B * H * (T + 1) * N * N * element_size <= FULL_STATES_BYTES
+    return (T + 1 if full else -(-T // CHECKPOINT)), full
+
+
+@torch.library.custom_op("fsray::wkv7_cpu_fwd", mutates_args=(), device_types="cpu")
+def _op_fwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+            b: torch.Tensor, s0: torch.Tensor, checkpoint: int, full: bool
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, sT, u, states) of the C forward; inputs contiguous, float32 or float64, T >= 1."""
+    B, T, H, N = r.shape
+    lib = _library()
+    suf = "f64" if r.dtype == torch.float64 else "f32"
+    args = [x.contiguous() for x in (r, w, k, v, a, b, s0)]
+    y, u = torch.empty_like(args[0]), torch.empty_like(args[0])
+    sT = r.new_empty(B, H, N, N)
+    n_states = T + 1 if full else -(-T // checkpoint)
+    states = r.new_empty(B, H, n_states, N, N)
+    fn = getattr(lib, f"wkv7_forward_{suf}")
+    ptrs = [_ptr(x) for x in (*args, y, sT, u, states)]
+
+    def call(lo, hi):
+        return fn(B, T, H, N, lo, hi, *ptrs, n_states, checkpoint, int(full))
+
+    _run(call, B * H)
+    return y, sT, u, states
+
+
+@_op_fwd.register_fake
+def _op_fwd_fake(r, w, k, v, a, b, s0, checkpoint, full):
+    B, T, H, N = r.shape
+    n_states = T + 1 if full else (T + checkpoint - 1) // checkpoint
+    like = dict(memory_format=torch.contiguous_format)   # the real op returns contiguous tensors
+    return (torch.empty_like(r, **like), r.new_empty(B, H, N, N), torch.empty_like(r, **like),
+            r.new_empty(B, H, n_states, N, N))
+
+
+@torch.library.custom_op("fsray::wkv7_cpu_bwd", mutates_args=(), device_types="cpu")
+def _op_bwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+            b: torch.Tensor, u: torch.Tensor, states: torch.Tensor, dy: torch.Tensor, dsT: torch.Tensor,
+            checkpoint: int, full: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                  torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dr, dw, dk, dv, da, db, ds0) of the C backward (dw: with respect to the decay w itself)."""
+    B, T, H, N = r.shape
+    lib = _library()
+    suf = "f64" if r.dtype == torch.float64 else "f32"
+    ins = [x.contiguous() for x in (r, w, k, v, a, b, u, states)]
+    dy = dy.to(r.dtype).contiguous()
+    dsT = dsT.to(r.dtype).contiguous()
+    grads = [torch.empty_like(ins[0]) for _ in range(6)]
+    ds0 = r.new_empty(B, H, N, N)
+    fn = getattr(lib, f"wkv7_backward_{suf}")
+    in_ptrs = [_ptr(x) for x in ins]
+    outs = [_ptr(g) for g in grads] + [_ptr(ds0)]
+    n_states = states.shape[2]
+
+    def call(lo, hi):
+        return fn(B, T, H, N, lo, hi, *in_ptrs, n_states, _ptr(dy), _ptr(dsT), checkpoint, int(full), *outs)
+
+    _run(call, B * H)
+    return (*grads, ds0)
+
+
+@_op_bwd.register_fake
+def _op_bwd_fake(r, w, k, v, a, b, u, states, dy, dsT, checkpoint, full):
+    B, T, H, N = r.shape
+    return (*(torch.empty_like(r, memory_format=torch.contiguous_format) for _ in range(6)),
+            r.new_empty(B, H, N, N))
+
+
+def _op_setup_context(ctx, inputs, output):
+    r, w, k, v, a, b, _s0, checkpoint, full = inputs
+    _y, _sT, u, states = output
+    ctx.save_for_backward(r, w, k, v, a, b, u, states)
+    ctx.layout = (checkpoint, full)
+
+
+def _op_backward(ctx, dy, dsT, _du, _dstates):
+    r, w, k, v, a, b, u, states = ctx.saved_tensors
+    checkpoint, full = ctx.layout
+    dr, dw, dk, dv, da, db, ds0 = _op_bwd(r, w, k, v, a, b, u, states, dy, dsT, checkpoint, full)
+    return dr, dw, dk, dv, da, db, ds0, None, None
+
+
+torch.library.register_autograd("fsray::wkv7_cpu_fwd", _op_backward, setup_context=_op_setup_context)
+
+
+def _wkv7_op(r, logw, k, v, a, b, s0):
+    """WKV7 through the custom ops: the path ``torch.compile`` sees (same numbers as ``_CompiledWKV7``)."""
+    B, T, H, N = r.shape
+    _, full = _layout(B, T, H, N, r.element_size())
+    w = torch.exp(logw)
+    if s0 is None:
+        s0 = r.new_zeros(B, H, N, N)
+    y, sT, _u, _states = _op_fwd(r, w, k, v, a, b, s0, CHECKPOINT, full)
+    return y, sT
+
+
+def wkv7_compiled(r, logw, k, v, a, b, s0=None, use_op: bool | None = None):
     """Compiled per-token WKV7 on CPU tensors. Inputs [B, T, H, N]; s0, sT [B, H, N, N] ([value, key]).
 
     Computes in float32 (float64 for float64 r); differentiable in every input, s0 included (once:
-    the backward is a compiled kernel, not autograd ops).
+    the backward is a compiled kernel, not autograd ops). ``use_op``: run through the torch custom ops
+    (default: only while ``torch.compile`` traces, where the autograd.Function would break the graph).
     """
     if not available():
         raise UsageError(f"WKV backend 'compiled' is unavailable: {_error}")
@@ -220,4 +329,8 @@ def wkv7_compiled(r, logw, k, v, a, b, s0=None):
     if T == 0 or B * H == 0:
         sT = r.new_zeros(B, H, N, N) if s0 is None else s0
         return r.new_zeros(B, T, H, N), sT
+    if use_op is None:
+        use_op = torch.compiler.is_compiling()
+    if use_op:
+        return _wkv7_op(r, logw, k, v, a, b, s0)
     return _CompiledWKV7.apply(r, logw, k, v, a, b, s0)

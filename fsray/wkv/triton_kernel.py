@@ -265,6 +265,12 @@ def _launch_config(N: int, block_v: int | None) -> tuple[int, int, int]:
     return BK, BV, num_warps
 
 
+@torch.compiler.assume_constant_result
+def _interpreting() -> bool:
+    """TRITON_INTERPRET as triton reads it (a constant to torch.compile, which cannot trace triton's knob)."""
+    return bool(knobs.runtime.interpret)
+
+
 def _check_inputs(r, logw, k, v, a, b, s0, chunk, block_v):
     names = ("r", "logw", "k", "v", "a", "b")
     tensors = (r, logw, k, v, a, b)
@@ -297,43 +303,86 @@ def _check_inputs(r, logw, k, v, a, b, s0, chunk, block_v):
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise UsageError(f"wkv7_triton: chunk must be a positive integer, got {chunk!r}")
     _launch_config(N, block_v)
-    if r.device.type != "cuda" and not knobs.runtime.interpret:
+    if r.device.type != "cuda" and not _interpreting():
         raise UsageError(
             f"wkv7_triton: tensors are on {r.device}; the Triton kernel needs a CUDA device "
             "(or TRITON_INTERPRET=1 to run it in the CPU interpreter)"
         )
 
 
+def _forward(r, logw, k, v, a, b, s0, chunk, block_v, save_ckpt: bool):
+    """(y, sT float32, ckpt): the forward kernel's launch; ckpt holds the states every ``chunk`` steps."""
+    B, T, H, N = r.shape
+    r, logw, k, v, a, b = (x.contiguous() for x in (r, logw, k, v, a, b))
+    s0_f32 = s0.detach().to(torch.float32).contiguous() if s0 is not None else None
+    BK, BV, num_warps = _launch_config(N, block_v)
+    n_vblocks = triton.cdiv(N, BV)
+    n_chunks = triton.cdiv(T, chunk)
+
+    y = torch.empty_like(r)
+    sT = torch.empty(B, H, N, N, dtype=torch.float32, device=r.device)
+    # One slot even when unused: the interpreter cannot take a pointer to an empty tensor.
+    ckpt = torch.empty(max(B * H * n_chunks * N * N, 1) if save_ckpt else 1,
+                       dtype=torch.float32, device=r.device)
+    if T == 0:  # nothing to scan (the kernel prefetches token 0, which must exist)
+        if s0_f32 is not None:
+            sT.copy_(s0_f32)
+        else:
+            sT.zero_()
+    else:
+        _kernel(_wkv7_fwd_kernel)[(n_vblocks, B * H)](
+            r, logw, k, v, a, b, s0_f32 if s0_f32 is not None else sT,
+            y, sT, ckpt,
+            T, H,
+            N=N, BK=BK, BV=BV, CHUNK=chunk,
+            HAS_S0=s0_f32 is not None, SAVE_CKPT=save_ckpt,
+            num_warps=num_warps,
+        )
+    return y, sT, ckpt
+
+
+def _backward(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v):
+    """(dr, dlogw, dk, dv, da, db in their inputs' dtypes, ds0 float32) from the backward kernel."""
+    B, T, H, N = r.shape
+    r, logw, k, v, a, b = (x.contiguous() for x in (r, logw, k, v, a, b))
+    BK, BV, num_warps = _launch_config(N, block_v)
+    n_vblocks = triton.cdiv(N, BV)
+    dev = r.device
+
+    dy = torch.zeros_like(r) if dy is None else dy.contiguous()
+    dsT_f32 = dsT.to(torch.float32).contiguous() if dsT is not None else None
+    ds0 = torch.empty(B, H, N, N, dtype=torch.float32, device=dev)
+    dv = torch.empty(B, T, H, N, dtype=torch.float32, device=dev)
+    # Per-value-block partial sums of dr, dlogw, dk, da, db.
+    parts = torch.empty(5, n_vblocks, B, T, H, N, dtype=torch.float32, device=dev)
+    scratch = torch.empty(B * H * n_vblocks * chunk * BV * BK, dtype=torch.float32, device=dev)
+    if T > 0:
+        _kernel(_wkv7_bwd_kernel)[(n_vblocks, B * H)](
+            r, logw, k, v, a, b,
+            dy, dsT_f32 if dsT_f32 is not None else ds0, ckpt, scratch,
+            ds0, dv, parts[0], parts[1], parts[2], parts[3], parts[4],
+            T, H, B * T * H * N,
+            N=N, BK=BK, BV=BV, CHUNK=chunk,
+            HAS_DST=dsT_f32 is not None,
+            num_warps=num_warps,
+        )
+        dr, dlogw, dk, da, db = parts.sum(dim=1).unbind(0)
+    else:
+        dv.zero_()
+        dr = dlogw = dk = da = db = torch.zeros_like(dv)
+        if dsT_f32 is not None:
+            ds0.copy_(dsT_f32)
+        else:
+            ds0.zero_()
+    return (dr.to(r.dtype), dlogw.to(logw.dtype), dk.to(k.dtype), dv.to(v.dtype),
+            da.to(a.dtype), db.to(b.dtype), ds0)
+
+
 class _WKV7Triton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, r, logw, k, v, a, b, s0, chunk, block_v):
-        B, T, H, N = r.shape
-        r, logw, k, v, a, b = (x.contiguous() for x in (r, logw, k, v, a, b))
-        s0_f32 = s0.detach().to(torch.float32).contiguous() if s0 is not None else None
-        BK, BV, num_warps = _launch_config(N, block_v)
-        n_vblocks = triton.cdiv(N, BV)
-        n_chunks = triton.cdiv(T, chunk)
         save_ckpt = any(ctx.needs_input_grad[:7])
-
-        y = torch.empty_like(r)
-        sT = torch.empty(B, H, N, N, dtype=torch.float32, device=r.device)
-        # One slot even when unused: the interpreter cannot take a pointer to an empty tensor.
-        ckpt = torch.empty(max(B * H * n_chunks * N * N, 1) if save_ckpt else 1,
-                           dtype=torch.float32, device=r.device)
-        if T == 0:  # nothing to scan (the kernel prefetches token 0, which must exist)
-            if s0_f32 is not None:
-                sT.copy_(s0_f32)
-            else:
-                sT.zero_()
-        else:
-            _kernel(_wkv7_fwd_kernel)[(n_vblocks, B * H)](
-                r, logw, k, v, a, b, s0_f32 if s0_f32 is not None else sT,
-                y, sT, ckpt,
-                T, H,
-                N=N, BK=BK, BV=BV, CHUNK=chunk,
-                HAS_S0=s0_f32 is not None, SAVE_CKPT=save_ckpt,
-                num_warps=num_warps,
-            )
+        y, sT, ckpt = _forward(r, logw, k, v, a, b, s0, chunk, block_v, save_ckpt)
         ctx.save_for_backward(r, logw, k, v, a, b, ckpt)
         ctx.shape_config = (chunk, block_v)
         ctx.s0_dtype = s0.dtype if s0 is not None else None
@@ -344,45 +393,74 @@ class _WKV7Triton(torch.autograd.Function):
     def backward(ctx, dy, dsT):
         r, logw, k, v, a, b, ckpt = ctx.saved_tensors
         chunk, block_v = ctx.shape_config
-        B, T, H, N = r.shape
-        BK, BV, num_warps = _launch_config(N, block_v)
-        n_vblocks = triton.cdiv(N, BV)
-        dev = r.device
-
-        dy = torch.zeros_like(r) if dy is None else dy.contiguous()
-        dsT_f32 = dsT.to(torch.float32).contiguous() if dsT is not None else None
-        ds0 = torch.empty(B, H, N, N, dtype=torch.float32, device=dev)
-        dv = torch.empty(B, T, H, N, dtype=torch.float32, device=dev)
-        # Per-value-block partial sums of dr, dlogw, dk, da, db.
-        parts = torch.empty(5, n_vblocks, B, T, H, N, dtype=torch.float32, device=dev)
-        scratch = torch.empty(B * H * n_vblocks * chunk * BV * BK, dtype=torch.float32, device=dev)
-        if T > 0:
-            _kernel(_wkv7_bwd_kernel)[(n_vblocks, B * H)](
-                r, logw, k, v, a, b,
-                dy, dsT_f32 if dsT_f32 is not None else ds0, ckpt, scratch,
-                ds0, dv, parts[0], parts[1], parts[2], parts[3], parts[4],
-                T, H, B * T * H * N,
-                N=N, BK=BK, BV=BV, CHUNK=chunk,
-                HAS_DST=dsT_f32 is not None,
-                num_warps=num_warps,
-            )
-            dr, dlogw, dk, da, db = parts.sum(dim=1).unbind(0)
-        else:
-            dv.zero_()
-            dr = dlogw = dk = da = db = torch.zeros_like(dv)
-            if dsT_f32 is not None:
-                ds0.copy_(dsT_f32)
-            else:
-                ds0.zero_()
-
+        *grads, ds0 = _backward(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v)
         ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
-        return (
-            dr.to(r.dtype), dlogw.to(logw.dtype), dk.to(k.dtype), dv.to(v.dtype),
-            da.to(a.dtype), db.to(b.dtype), ds0, None, None,
-        )
+        return (*grads, ds0, None, None)
 
 
-def wkv7_triton(r, logw, k, v, a, b, s0=None, chunk: int = 16, block_v: int | None = None):
+# ----------------------------------------------------------------------------------- custom ops
+# The same kernels as torch custom ops, so torch.compile keeps a model that calls them in one graph
+# (the autograd.Function above is opaque to it): a fake (shape-only) version of each for tracing, and
+# the forward's autograd formula calling the backward op. Used while compiling, or with use_op=True.
+
+@torch.library.custom_op("fsray::wkv7_triton_fwd", mutates_args=())
+def _op_fwd(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+            b: torch.Tensor, s0: torch.Tensor | None, chunk: int, block_v: int | None
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return _forward(r, logw, k, v, a, b, s0, chunk, block_v, True)
+
+
+@_op_fwd.register_fake
+def _op_fwd_fake(r, logw, k, v, a, b, s0, chunk, block_v):
+    B, T, H, N = r.shape
+    n_ckpt = torch.sym_max(B * H * ((T + chunk - 1) // chunk) * N * N, 1)
+    return (torch.empty_like(r, memory_format=torch.contiguous_format),
+            r.new_empty(B, H, N, N, dtype=torch.float32), r.new_empty(n_ckpt, dtype=torch.float32))
+
+
+@torch.library.custom_op("fsray::wkv7_triton_bwd", mutates_args=())
+def _op_bwd(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+            b: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor, dsT: torch.Tensor, chunk: int,
+            block_v: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                          torch.Tensor, torch.Tensor, torch.Tensor]:
+    grads = _backward(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v)
+    # a custom op's outputs may not alias each other (dr..db are views of one sum when not cast)
+    seen: set[int] = set()
+    out = []
+    for g in grads:
+        base = id(g._base if g._base is not None else g)
+        out.append(g.clone() if base in seen or g._base is not None else g)
+        seen.add(base)
+    return tuple(out)
+
+
+@_op_bwd.register_fake
+def _op_bwd_fake(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v):
+    B, T, H, N = r.shape
+    return (*(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (r, logw, k, v, a, b)),
+            r.new_empty(B, H, N, N, dtype=torch.float32))
+
+
+def _op_setup_context(ctx, inputs, output):
+    r, logw, k, v, a, b, s0, chunk, block_v = inputs
+    ctx.save_for_backward(r, logw, k, v, a, b, output[2])
+    ctx.shape_config = (chunk, block_v)
+    ctx.s0_dtype = s0.dtype if s0 is not None else None
+
+
+def _op_backward(ctx, dy, dsT, _dckpt):
+    r, logw, k, v, a, b, ckpt = ctx.saved_tensors
+    chunk, block_v = ctx.shape_config
+    *grads, ds0 = _op_bwd(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v)
+    ds0 = ds0.to(ctx.s0_dtype) if ctx.s0_dtype is not None else None
+    return (*grads, ds0, None, None)
+
+
+torch.library.register_autograd("fsray::wkv7_triton_fwd", _op_backward, setup_context=_op_setup_context)
+
+
+def wkv7_triton(r, logw, k, v, a, b, s0=None, chunk: int = 16, block_v: int | None = None,
+                use_op: bool | None = None):
     """WKV7 through the Triton kernels. Returns (y in r's dtype, sT float32).
 
     ``chunk``: steps between state checkpoints kept for the backward (memory B*H*ceil(T/chunk)*N*N
@@ -390,4 +468,9 @@ def wkv7_triton(r, logw, k, v, a, b, s0=None, chunk: int = 16, block_v: int | No
     of two; default 16), a tuning knob that does not change results beyond rounding.
     """
     _check_inputs(r, logw, k, v, a, b, s0, chunk, block_v)
+    if use_op is None:
+        use_op = torch.compiler.is_compiling()
+    if use_op:
+        y, sT, _ckpt = _op_fwd(r, logw, k, v, a, b, s0, chunk, block_v)
+        return y, sT
     return _WKV7Triton.apply(r, logw, k, v, a, b, s0, chunk, block_v)
