@@ -256,3 +256,49 @@ def test_kernels_compile_for_an_h100_without_a_gpu(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["_wkv7_fwd_kernel", "compiled", "_wkv7_bwd_kernel", "compiled"]
+
+
+# ---------------------------------------------------------------- the custom ops torch.compile sees
+# fsray::wkv7_triton_fwd/_bwd: the same numbers as the autograd.Function and no graph break (without
+# a GPU the kernel runs in the interpreter and the graph around it is Inductor's CPU code).
+
+from fsray import fused  # noqa: E402
+
+
+def outputs_and_grads(fn, inputs, seed=1):
+    y, sT = fn(*inputs)
+    g = torch.Generator().manual_seed(seed)
+    gy = torch.randn(y.shape, generator=g).to(DEVICE)
+    gs = torch.randn(sT.shape, generator=g).to(DEVICE)
+    loss = (y.float() * gy).sum() + (sT * gs).sum()
+    named = [(n, x) for n, x in zip(NAMES, inputs) if x is not None]
+    grads = torch.autograd.grad(loss, [x for _, x in named])
+    return {"y": y.detach(), "sT": sT.detach(), **{f"d{n}": gr for (n, _), gr in zip(named, grads)}}
+
+
+@pytest.mark.parametrize(("dtype", "with_s0"), [(torch.float32, True), (torch.float32, False),
+                                                (torch.bfloat16, True)], ids=["fp32-s0", "fp32", "bf16-s0"])
+def test_custom_op_matches_the_autograd_function_exactly(dtype, with_s0):
+    inputs = make_inputs(1, 11, 1, 16, dtype=dtype, with_s0=with_s0)
+    want = outputs_and_grads(lambda *x: wkv7_triton(*x, chunk=4, use_op=False), inputs)
+    got = outputs_and_grads(lambda *x: wkv7_triton(*x, chunk=4, use_op=True), inputs)
+    assert set(got) == set(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype, name
+        assert torch.equal(got[name], want[name]), name
+
+
+@pytest.mark.skipif(fused.unavailable_reason(DEVICE) is not None, reason=f"cannot compile: {fused.unavailable_reason(DEVICE)}")
+def test_compiles_in_one_graph_and_matches_eager():
+    inputs = make_inputs(2, 9, 2, 16)
+
+    def fn(r, logw, k, v, a, b, s0):
+        y, sT = wkv7_triton(r * 1.5, logw, k, v, a, b, s0, chunk=4)
+        return y.tanh(), sT * 2
+
+    want = outputs_and_grads(fn, inputs)
+    got = outputs_and_grads(torch.compile(fn, fullgraph=True), inputs)
+    for name in want:
+        scale = want[name].abs().max().clamp_min(1e-30)
+        err = ((got[name] - want[name]).abs().max() / scale).item()
+        assert err <= 1e-5, f"{name}: {err:.1e}"

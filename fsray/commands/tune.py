@@ -93,9 +93,22 @@ def render_summary(summary: dict, knobs, top: int = 5) -> str:
         imp = summary["importance"].get(stat) or {}
         txt = ", ".join(f"{k} {v:.2f}" for k, v in sorted(imp.items(), key=lambda kv: -kv[1]))
         lines.append(f"knob importance (PED-ANOVA) for the {title}: {txt or 'too few configurations'}")
+    lines += baseline_lines(summary.get("baselines"))
     lines += settle_lines(summary.get("settle"), knobs)
     lines.append(f"full report: fsray report {summary['run_dir']}")
     return "\n".join(lines)
+
+
+def baseline_lines(b: dict | None) -> list[str]:
+    """no_fs itself against chance: whether there was anything for FS to change."""
+    if not b or not b["seq_acc"]:
+        return []
+    exact = ", ".join(f"{v:.2f}" for v in b["seq_acc"] if v is not None)
+    tok = ", ".join(f"{v:.2f}" for v in b["token_acc"] if v is not None)
+    ch = b.get("chance") or {}
+    vs = (f" (chance {ch['seq_acc']:.2f} exact, {ch['token_acc']:.2f} token)"
+          if ch.get("seq_acc") is not None and ch.get("token_acc") is not None else "")
+    return [f"no_fs on the selection seeds {b['seeds']}: exact match {exact}; token accuracy {tok}{vs}"]
 
 
 def settle_lines(settle: dict | None, knobs) -> list[str]:

@@ -510,6 +510,14 @@ def _settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
     say(f"[tune] settling {len(rows)} configuration(s) on fresh seeds, delta {space.objective.delta:g}, "
         f"rounds of {st.round_size}, at most {st.max_seeds_per_config} seeds each")
 
+    recorded = {h: v for h, v in settle_state(store.all_records(), metric=space.objective.delta_key).horizon.items()
+                if h in rows and v != st.max_seeds_per_config}
+    if recorded:
+        h, v = next(iter(recorded.items()))
+        raise UsageError(f"settle.max_seeds_per_config is {st.max_seeds_per_config}, but {rows[h]['label']} was "
+                         f"settled with a horizon of {v} seeds: keep {v} (the error rates hold for the "
+                         f"horizon a design started with); raise settle.total_budget to go on")
+
     def plan_now():
         state = settle_state(store.all_records(), metric=space.objective.delta_key)
         deltas = {h: state.deltas.get(h, []) for h in rows if h not in failed}
@@ -542,7 +550,8 @@ def _settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         new_seeds = sorted({s for seeds in todo.values() for s in seeds})
         missing = sum(store.baseline(runner.baseline_key(s)) is None for s in new_seeds)
         progress.plan(missing + sum(len(v) for v in todo.values()))
-        ensure_baselines(runner, store, new_seeds)
+        # baselines and FS runs of the round go out together (evaluate_config trains the missing
+        # baselines in the background; configurations needing the same one share its run)
         with ThreadPoolExecutor(len(todo)) as pool:
             list(pool.map(lambda item: run_config(item[0], item[1], rnd), todo.items()))
         plan, rnd = plan_now()
@@ -567,6 +576,22 @@ def _settle_summary(plan, space: SearchSpace, store: StoreClient) -> dict | None
             "undecided": [c for c in out if c["verdict"] == "undecided"]}
 
 
+def _baseline_summary(records: list[dict], space: SearchSpace) -> dict | None:
+    """How well no_fs itself learned (per selection seed) against the task's chance level: an FS
+    delta means little on a model that learned nothing."""
+    seen: dict[int, dict] = {}
+    chance = None
+    for r in records:
+        if r.get("stage") == "selection" and isinstance(r.get("baseline"), dict) and r["baseline"].get("status") == "ok":
+            seen.setdefault(int(r["seed"]), r["baseline"])
+            chance = chance or r.get("chance")
+    if not seen:
+        return None
+    runs = [seen[s] for s in sorted(seen)]
+    return {"seeds": sorted(seen), "seq_acc": [b.get("seq_acc") for b in runs],
+            "token_acc": [b.get("token_acc") for b in runs], "chance": chance}
+
+
 def _summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: float,
                settled=None) -> dict:
     records = store.all_records()
@@ -589,6 +614,7 @@ def _summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: f
                      for r in rows if r["status"] == "failed"],
         "importance": importance,
         "settle": _settle_summary(settled, space, store),
+        "baselines": _baseline_summary(records, space),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -16,6 +16,9 @@ Both runners read the model's depth once (for deciding no-op configurations) and
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
 import ray
@@ -191,23 +194,74 @@ def make_runner(space: SearchSpace, client=None, n_layer: int | None = None):
 # baselines
 
 
+# Baselines being trained by this process, by key: two callers that need the same baseline at once
+# (the settling rounds of several configurations, a selection's trials in one process) share one run.
+_IN_FLIGHT: dict[str, Future] = {}
+_IN_FLIGHT_LOCK = threading.Lock()
+
+
 def ensure_baselines(runner, store: StoreClient, seeds: list[int]) -> dict[int, dict]:
-    """Cached no_fs runs of ``seeds``; the missing ones are trained together (one fit) and cached."""
+    """Cached no_fs runs of ``seeds``; the missing ones are trained together and cached (a baseline
+    another caller is already training is waited for, not trained twice)."""
     have = {s: store.baseline(runner.baseline_key(s)) for s in seeds}
     missing = [s for s, run in have.items() if run is None]
-    if missing:
-        trained = runner.train_baselines(missing)
-        lost = [run for run in trained.values() if run.get("lost")]
+    mine, theirs = [], {}
+    with _IN_FLIGHT_LOCK:
+        for s in missing:
+            key = runner.baseline_key(s)
+            if key in _IN_FLIGHT:
+                theirs[s] = _IN_FLIGHT[key]
+            else:
+                _IN_FLIGHT[key] = Future()
+                mine.append(s)
+    lost = []
+    if mine:
+        try:
+            trained = runner.train_baselines(mine)
+        except BaseException as exc:
+            with _IN_FLIGHT_LOCK:
+                for s in mine:
+                    _IN_FLIGHT.pop(runner.baseline_key(s)).set_exception(exc)
+            raise
         for seed, run in trained.items():
             if run.get("status") == "ok" and _finite_run(run):
                 store.put_baseline(runner.baseline_key(seed), seed, run)
+            lost += [run] if run.get("lost") else []
             have[seed] = {**run, "cached": False}
-        if lost:   # the finished ones are cached; the lost ones are trained again on --resume
-            raise CapacityLost(f"baseline runs lost: {lost[0]['failure']}")
+            with _IN_FLIGHT_LOCK:
+                _IN_FLIGHT.pop(runner.baseline_key(seed)).set_result(have[seed])
+    for seed, fut in theirs.items():
+        have[seed] = fut.result()
+        lost += [have[seed]] if have[seed].get("lost") else []
+    if lost:   # the finished ones are cached; the lost ones are trained again on --resume
+        raise CapacityLost(f"baseline runs lost: {lost[0]['failure']}")
     for s, run in have.items():
         if s not in missing:
             have[s] = {**run, "cached": True}
     return have
+
+
+class _BaselinesLater(Mapping):
+    """The baselines of ``seeds`` as they are being trained in the background: reading one waits.
+    FS runs that do not need their baseline to train (the real trainer's) are submitted at once,
+    so baselines and FS runs share the worker groups instead of queueing one behind the other."""
+
+    def __init__(self, runner, store, seeds: list[int]):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fsray-baselines")
+        self._future = self._pool.submit(ensure_baselines, runner, store, seeds)
+        self._pool.shutdown(wait=False)
+
+    def _all(self) -> dict[int, dict]:
+        return self._future.result()
+
+    def __getitem__(self, seed):
+        return self._all()[seed]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +318,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
         after_record()
 
     if todo:
-        baselines = ensure_baselines(runner, store, todo)
+        baselines = _BaselinesLater(runner, store, todo)
 
         def on_run(seed: int, run: dict | None, failure: str | None) -> bool:
             if run is not None and run.get("lost"):   # the cluster's fault: record nothing

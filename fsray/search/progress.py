@@ -31,6 +31,7 @@ class Progress:
         self._say = say or (lambda line: print(line, file=stream, flush=True))
         self.planned, self.done = planned, 0
         self.t0 = time.monotonic()
+        self.t_work: float | None = None
         self.lock = threading.Lock()
         self.bar = None
         self.trials_running = 0
@@ -62,9 +63,11 @@ class Progress:
             self.bar.set_postfix_str(f"trials running {running}")
 
     def eta(self) -> str:
-        if not self.done or self.planned <= self.done:
+        """Remaining runs at the pace since work began (the first run's start, so Ray's and the
+        worker groups' start-up does not count as run time)."""
+        if not self.done or self.planned <= self.done or self.t_work is None:
             return "?"
-        per_run = (time.monotonic() - self.t0) / self.done
+        per_run = max(time.monotonic() - self.t_work, 1e-9) / self.done
         return _clock(per_run * (self.planned - self.done))
 
     def on_event(self, event: dict) -> None:
@@ -72,6 +75,8 @@ class Progress:
             self.say(f"[tune] {event['line']}")
             return
         with self.lock:
+            if self.t_work is None:
+                self.t_work = time.monotonic() - float(event.get("seconds") or 0.0)
             self.done += 1
             if self.done > self.planned:
                 self.planned = self.done
