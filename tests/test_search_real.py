@@ -1,5 +1,6 @@
-"""The real trainable path: baselines in one Ray Train fit, one fit per trial, records appended by
-the stop rule inside the fit. Seed runs do (almost) no work: 1 step of a 2-layer width-16 model."""
+"""The real trainable path: the search's long-lived Ray Train worker groups (fsray.harness) train the
+shared baselines first, then each trial's seed runs; each finished seed's record is appended at once.
+Seed runs do (almost) no work: 1 step of a 2-layer width-16 model."""
 
 from __future__ import annotations
 
@@ -37,3 +38,18 @@ def test_real_search_through_ray_train(ray_local, tmp_path):
     assert summary["counts"]["baselines_trained"] == 2 and summary["counts"]["runs_made"] == 4
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["best"] is not None
+
+
+def test_a_search_file_depth_that_disagrees_with_the_model_is_refused(tmp_path):
+    """The depth is read once, from the model (or its checkpoint); a YAML n_layer that says otherwise
+    would decide no-op configurations wrongly, so it is an error naming both."""
+    from fsray.errors import UsageError
+    from fsray.search.evaluate import make_runner
+
+    raw = {"name": "depth", "trainable": "real", "base": "embedded_default", "n_layer": 12,
+           "task": {"name": "kv_retrieval", "options": {"order": "query_after"}}, "seeds": 2,
+           "space": {"alpha_init": {"type": "float", "low": -4.0, "high": -1.0}}}
+    with pytest.raises(UsageError, match="says 12, but checkpoint base_l2_d64.pth has 2 layers"):
+        make_runner(parse_space(raw))
+    assert make_runner(parse_space({**raw, "n_layer": 2})).n_layer == 2
+    assert make_runner(parse_space({k: v for k, v in raw.items() if k != "n_layer"})).n_layer == 2

@@ -221,7 +221,9 @@ class SearchSpace(_Strict):
     model: dict[str, Any] = Field(default_factory=dict)  # trainer's model section (tiny or .pth)
     budget: dict[str, Any] = Field(default_factory=dict)  # trainer's budget section
     data: dict[str, Any] = Field(default_factory=dict)  # trainer's data sizes
-    n_layer: int | None = Field(default=None, ge=1)  # depth for no-op detection (real: from model)
+    # optional check: the model's depth is read from the model or its checkpoint (once, by the
+    # runner); a value here that disagrees is an error
+    n_layer: int | None = Field(default=None, ge=1)
     seeds: SeedsSection
     space: dict[str, Distribution] = Field(min_length=1)
     fixed: dict[str, Any] = Field(default_factory=dict)
@@ -295,15 +297,6 @@ class SearchSpace(_Strict):
         return self
 
     # --- derived ---------------------------------------------------------------------------
-
-    def depth(self) -> int | None:
-        """Number of layers, for recognising no-op configs without training."""
-        if self.simulated is not None and self.trainable == "simulated":
-            return self.simulated.n_layer
-        if self.n_layer is not None:
-            return self.n_layer
-        n = self.model.get("n_layer")
-        return int(n) if isinstance(n, int) else None
 
     def fs_config(self, params: dict) -> FSConfig:
         """The full FS configuration of a trial: fixed values + sampled knobs."""
