@@ -555,7 +555,8 @@ def _settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         with ThreadPoolExecutor(len(todo)) as pool:
             list(pool.map(lambda item: run_config(item[0], item[1], rnd), todo.items()))
         plan, rnd = plan_now()
-        said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.delta)}" for h, v in plan.configs.items())
+        said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.delta)}" for h, v in plan.configs.items()
+                         if h in rows)
         say(f"[tune] settle round {rnd - 1} done: {said}")
     return plan
 
@@ -572,7 +573,10 @@ def _settle_summary(plan, space: SearchSpace, store: StoreClient) -> dict | None
                     "ge_delta": v.ge_delta, "n": v.n, "mean": v.mean, "lo": v.lo, "hi": v.hi,
                     "basis": v.basis, "seeds_to_decide": v.seeds_to_decide,
                     "would_decide": v.would_decide, "within_horizon": v.within_horizon, "note": v.note})
-    return {"delta": space.objective.delta, "family": plan.family, "configs": out,
+    family = plan.family
+    for c in out:   # the plan names configurations by hash; a reader wants their labels
+        family = family.replace(c["config_hash"], c["label"])
+    return {"delta": space.objective.delta, "family": family, "configs": out,
             "undecided": [c for c in out if c["verdict"] == "undecided"]}
 
 

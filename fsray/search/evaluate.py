@@ -86,7 +86,8 @@ class SimulatedRunner:
                             failure, context)
 
     def fs_runs(self, cfg: FSConfig, seeds: list[int], baselines: dict[int, dict],
-                on_run: Callable[[int, dict | None, str | None], bool], trial_id: str | None = None) -> None:
+                on_run: Callable[[int, dict | None, str | None], bool], trial_id: str | None = None,
+                race: bool = True) -> None:
         """Train the FS run of each seed in order; ``on_run(seed, run, failure)`` returns True to stop."""
         from fsray.search.simulated import fs_run
 
@@ -154,11 +155,16 @@ class RealRunner:
         return make_record(self.spec, cfg, seed, baseline, fs_run, stage, trial_id,
                            noop_reason=noop_reason, failure=failure)
 
-    def fs_runs(self, cfg, seeds, baselines, on_run, trial_id: str | None = None) -> None:
-        """Racing cannot stop a config before racing.min_seeds, so those seeds go out at once (free
-        groups take them); the rest go seed by seed, racing between them."""
+    def fs_runs(self, cfg, seeds, baselines, on_run, trial_id: str | None = None, race: bool = True) -> None:
+        """Racing cannot stop a config before its first look, so those seeds go out at once (free
+        groups take them); the rest go seed by seed, racing between them. Without racing (or when
+        it could never act) every seed goes out at once."""
+        from analysis.sequential import MIN_SEEDS
+
         tag = f"trial {trial_id}" if trial_id else ""
-        first = list(seeds[: max(1, self.space.racing.min_seeds)])
+        first_look = max(MIN_SEEDS, self.space.racing.min_seeds)
+        can_race = race and self.space.racing.enabled and len(seeds) > first_look
+        first = list(seeds[: first_look if can_race else len(seeds)])
         ids = [self.client.submit(s, cfg, tag) for s in first]
         for seed, job in zip(first, ids):
             if _deliver(seed, self.client.result(job), on_run):
@@ -343,7 +349,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
         # can still be recorded as failed on that seed by the driver's callback.
         store.mark_running(trial_id or "", cfg.model_dump(), chash, todo[0], stage)
         try:
-            runner.fs_runs(cfg, todo, baselines, on_run, trial_id=trial_id)
+            runner.fs_runs(cfg, todo, baselines, on_run, trial_id=trial_id, race=race)
         except CapacityLost:
             raise
         except Exception as exc:  # noqa: BLE001 - a crash fails the first seed it left undone
