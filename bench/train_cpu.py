@@ -302,14 +302,14 @@ def main() -> None:
         return
     import ray
 
-    from fsray.ray_train import fit_runs
+    from fsray.harness import train_runs
 
     t = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - t:.1f} s")
     for workers in (1, 2):
         t = time.perf_counter()
-        res = fit_runs(spec, [(0, None), (0, FS)], num_workers=workers, name=f"bench_{workers}w_{int(t)}")
+        res = train_runs(spec, [(0, None), (0, FS)], workers=workers)
         wall = time.perf_counter() - t
         train_s = sum(r["seconds"] for r in res)
         tps = sum(r["tokens"] for r in res) / train_s

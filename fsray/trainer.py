@@ -6,7 +6,7 @@ on fixed validation batches every ``eval_every`` steps, and returns a RunResult 
 ``fs=None`` is no_fs; with an FSConfig the prompt pass applies FS and the answer tokens continue
 causally from the prompt state (teacher forcing), exactly as in no_fs.
 
-Run inside a Ray Train worker (``fsray.ray_train``), the same function trains data-parallel: each
+Run inside a Ray Train worker (``fsray.harness``), the same function trains data-parallel: each
 worker takes its slice of every global batch, the loss is normalised by the *global* answer-token
 count, and DDP averages gradients, so the update equals the single-process one up to float rounding.
 """

@@ -73,9 +73,18 @@ def test_shrunken_demo_search_then_report(tmp_path):
     # one configuration per trial (alpha_init is continuous: no two trials share one), each trained
     # on both seeds (racing needs 2 seeds, so it cannot stop any), every seed's baseline once
     assert summary["counts"]["configs"] == len(by_cfg) == 3
-    assert {h: sorted(r["seed"] for r in rs) for h, rs in by_cfg.items()} == {h: [0, 1] for h in by_cfg}
+    selection = {h: sorted(r["seed"] for r in rs if r["stage"] == "selection") for h, rs in by_cfg.items()}
+    assert selection == {h: [0, 1] for h in by_cfg}
     assert all(r["status"] == "ok" for r in recs), [r["failure"] for r in recs if r["status"] != "ok"]
-    assert summary["counts"]["baselines_trained"] == 2 and summary["counts"]["fs_runs"] == 6
+    # the demo settles its best configuration on 3 fresh seeds (settle.total_budget), one round
+    fresh = [r for r in recs if r["stage"] == "confirmation"]
+    assert sorted(r["seed"] for r in fresh) == [2, 3, 4]
+    assert len({r["config_hash"] for r in fresh}) == 1 and fresh[0]["config_hash"] == summary["best"]["config_hash"]
+    assert all(r["settle"] == {"round": 0, "horizon": 20} for r in fresh)
+    (settled,) = summary["settle"]["configs"]
+    assert settled["n"] == 3 and settled["verdict"] in ("helps", "hurts", "no effect", "undecided", "no-op")
+    assert "settled on fresh seeds" in tune.stdout and "no_fs on the selection seeds [0, 1]" in tune.stdout
+    assert summary["counts"]["baselines_trained"] == 5 and summary["counts"]["fs_runs"] == 9
 
     # fsray report on the run: JSON numbers equal the records' own paired deltas.
     rep = _fsray("report", str(run_dir), "--format", "json", cwd=tmp_path)
@@ -84,7 +93,8 @@ def test_shrunken_demo_search_then_report(tmp_path):
     rows = [row for row in doc["summary"] if row.get("stage") == "selection"]
     assert rows
     for h, rs in ok_cfgs.items():
-        deltas = [r["fs"]["token_acc"] - r["baseline"]["token_acc"] for r in rs if r["status"] == "ok"]
+        deltas = [r["fs"]["token_acc"] - r["baseline"]["token_acc"] for r in rs
+                  if r["status"] == "ok" and r["stage"] == "selection"]
         if not deltas:
             continue
         row = next(x for x in rows if x.get("config_hash") == h)
