@@ -39,6 +39,7 @@ import ray
 
 from .errors import RunFailed, UsageError, first_line
 from .fsconfig import FSConfig
+from .storage import join_location
 
 CLOSED = "closed"
 IDLE = "idle"
@@ -209,13 +210,6 @@ class Dispatcher:
 
 
 # ------------------------------------------------------------------------------- in the worker
-def join_uri(base: str, *parts: str) -> str:
-    """``base/part/...`` for a local path or a URI, keeping a URI's query (``?endpoint_override=``)."""
-    head, q, query = str(base).partition("?")
-    path = "/".join([head.rstrip("/")] + [p.strip("/") for p in parts])
-    return f"{path}?{query}" if q else path
-
-
 def run_key(spec, seed: int, fs: FSConfig | None) -> str:
     """Content key of one seed run (its checkpoint's folder name)."""
     import hashlib
@@ -270,7 +264,7 @@ def _group_loop(config: dict) -> None:
         if config.get("checkpoints"):   # resumable: a run lost with its node continues from here
             from .trainer import RunCheckpoint
 
-            checkpoint = RunCheckpoint(join_uri(config["checkpoints"], run_key(spec, job["seed"], fs)),
+            checkpoint = RunCheckpoint(join_location(config["checkpoints"], run_key(spec, job["seed"], fs)),
                                        every_s=config["checkpoint_every_s"])
         result = run_seed_job(spec, job["seed"], fs, device=device, checkpoint=checkpoint)
         result["node"] = node   # where it ran (a run-time field, like its seconds)
@@ -354,7 +348,7 @@ class SeedRunHarness(HarnessClient):
             train_loop_config={"spec": self.spec.model_dump(), "dispatcher": self.dispatcher,
                                "group": group, "use_gpu": self.use_gpu,
                                "checkpoints": None if self.checkpoint_every_s is None
-                               else join_uri(self.storage_path, "seed_runs"),
+                               else join_location(self.storage_path, "seed_runs"),
                                "checkpoint_every_s": self.checkpoint_every_s},
             torch_config=TorchConfig(backend="nccl" if self.use_gpu else "gloo"),
             scaling_config=ray.train.ScalingConfig(

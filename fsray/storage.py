@@ -61,17 +61,22 @@ class ResolvedStorage:
 
     def child(self, *parts: str) -> str:
         """The URI (or local path) of a location below this one."""
-        tail = "/".join(p.strip("/") for p in parts if p)
-        if not tail:
-            return self.uri
-        if self.remote:
-            base, q, query = self.uri.partition("?")
-            return f"{base.rstrip('/')}/{tail}" + (f"?{query}" if q else "")
-        return str(Path(self.uri, *[p for p in parts if p]))
+        return join_location(self.uri, *parts)
 
     def run_config_kwargs(self) -> dict:
         """Keyword arguments for ``ray.tune.RunConfig`` / ``ray.train.RunConfig``."""
         return {"storage_path": self.uri}
+
+
+def join_location(location: str, *parts: str) -> str:
+    """``location/part/...`` for a local path or a URI; a URI keeps its query (``?endpoint_override=``)."""
+    tail = "/".join(p.strip("/") for p in parts if p)
+    if not tail:
+        return str(location)
+    if "://" in str(location):
+        base, q, query = str(location).partition("?")
+        return f"{base.rstrip('/')}/{tail}" + (f"?{query}" if q else "")
+    return str(Path(location, *[p for p in parts if p]))
 
 
 def _scheme(uri: str) -> str:

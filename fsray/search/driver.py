@@ -266,8 +266,13 @@ def _write_space(run_dir: Path, space: SearchSpace) -> None:
     (run_dir / "space.json").write_text(space.model_dump_json(indent=2) + "\n")
 
 
+def run_dir_of(space: SearchSpace, out: str | None) -> Path:
+    """The run directory: ``--out``, else ``<results_dir>/<name>``."""
+    return Path(out or Path(space.results_dir) / space.name).expanduser().resolve()
+
+
 def prepare_run_dir(space: SearchSpace, out: str | None, resume: bool) -> Path:
-    run_dir = Path(out or Path(space.results_dir) / space.name).expanduser().resolve()
+    run_dir = run_dir_of(space, out)
     has_run = (run_dir / "results.jsonl").exists() or (run_dir / TUNE_DIR).exists()
     if has_run and not resume:
         raise UsageError(f"{run_dir} already holds a search: pass --resume to continue it, or --out DIR")
@@ -466,7 +471,7 @@ def _shortlist(space: SearchSpace, records: list[dict]) -> list[dict]:
 def _check_settle_only(space: SearchSpace, out: str | None) -> None:
     from analysis.schema import read_records
 
-    run_dir = Path(out or Path(space.results_dir) / space.name).expanduser().resolve()
+    run_dir = run_dir_of(space, out)
     results = run_dir / "results.jsonl"
     records = read_records(results).records if results.exists() else []
     if not _shortlist(space, records):
@@ -504,7 +509,9 @@ def _settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         say("[tune] settle: no configuration finished every selection seed: nothing to settle")
         return None
     rows = {r["config_hash"]: r for r in shortlist}
-    task = f"{space.task.name}" + (f"/{space.task.options['order']}" if "order" in space.task.options else "")
+    from fsray.records import task_label
+
+    task = task_label(space.task.name, space.task.options)
     fresh = space.seeds.confirmation(st.max_seeds_per_config)   # the same fresh seeds for all: shared baselines
     failed: set[str] = set()
     say(f"[tune] settling {len(rows)} configuration(s) on fresh seeds, delta {space.objective.delta:g}, "

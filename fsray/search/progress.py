@@ -34,7 +34,6 @@ class Progress:
         self.t_work: float | None = None
         self.lock = threading.Lock()
         self.bar = None
-        self.trials_running = 0
         if tty:
             from tqdm import tqdm
 
@@ -58,7 +57,6 @@ class Progress:
                 self.bar.refresh()
 
     def trials(self, running: int) -> None:
-        self.trials_running = running
         if self.bar is not None:
             self.bar.set_postfix_str(f"trials running {running}")
 
