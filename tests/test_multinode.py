@@ -1,6 +1,6 @@
 """Real multi-node Ray clusters on this machine (tests/cluster_harness.py): the harness itself, joining
 a token-authenticated cluster (fsray.cluster.start_ray), bad cluster addresses and tokens as one line
-and exit 2, and the fake_multinode cluster of cluster_local.yaml (autoscaling, `ray job submit`).
+and exit 2 (cluster_local.yaml's `ray up` cluster: tests/test_local_cluster.py).
 
 Every cluster here has its own temp dir, ports and HOME (its own token), and is stopped by pid."""
 
@@ -125,87 +125,3 @@ def test_cluster_address_that_does_not_answer_is_one_line_exit_2(tmp_path):
                   {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:8265"})
     assert "dashboard (job submission) address" in _one_error_line(proc)
     assert not out.exists()
-
-
-# --- the fake_multinode cluster (cluster_local.yaml) ------------------------------------------------
-
-
-def test_cluster_local_yaml_is_a_complete_fake_multinode_config():
-    """The fake provider reads the config as given (no defaults filled in): every field Ray's schema
-    knows must be there, the head may not scale, the workers start from zero."""
-    import ray.autoscaler
-    import jsonschema
-    import yaml
-
-    cfg = yaml.safe_load((REPO / "cluster_local.yaml").read_text())
-    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
-    jsonschema.validate(cfg, schema)
-    assert cfg["provider"]["type"] == "fake_multinode"
-    for key in ("cluster_synced_files", "file_mounts_sync_continuously", "rsync_exclude", "rsync_filter",
-                "docker", "auth", "idle_timeout_minutes", "upscaling_speed"):
-        assert key in cfg, key
-    types = cfg["available_node_types"]
-    assert types[cfg["head_node_type"]]["max_workers"] == 0
-    workers = [t for n, t in types.items() if n != cfg["head_node_type"]]
-    assert workers and all(t["min_workers"] == 0 and t["max_workers"] >= 1 for t in workers)
-
-
-def _alive_cpus(cluster: LocalCluster) -> list[float]:
-    proc = _py("import ray, json; ray.init(log_to_driver=False); "
-               "print('CPUS', json.dumps([n['Resources'].get('CPU', 0) for n in ray.nodes() if n['Alive']]))",
-               cluster.env)
-    assert "CPUS" in proc.stdout, proc.stderr[-2000:]
-    return sorted(json.loads(proc.stdout.split("CPUS", 1)[1]))
-
-
-def test_fake_multinode_scales_up_for_a_submitted_search_and_down_when_idle(tmp_path):
-    """cluster_local.yaml on Ray's fake_multinode provider: 0 worker nodes at start; `ray job submit
-    --working-dir local://PROJECT -- fsray tune ...` (the README's path for this cluster) needs more
-    CPUs than the head has, so the autoscaler starts a worker node; every seed run succeeds; the
-    results land in --out on the head; the idle node goes."""
-    cluster = LocalCluster(tmp_path / "fake", head_cpus=1, dashboard=True,
-                           autoscaling_config=REPO / "cluster_local.yaml",
-                           autoscaling_overrides={"idle_timeout_minutes": 0.2}).start()
-    try:
-        assert _alive_cpus(cluster) == [1.0]                      # the head alone
-        out = tmp_path / "runs" / "sim"
-        # the simulated search, 2 trials at once with 1 CPU each (more than the head's 1 CPU), each
-        # simulated training run taking 1 s so that the demand outlasts the autoscaler's 5 s loop
-        import yaml
-
-        raw = yaml.safe_load((REPO / "search_spaces/simulated.yaml").read_text())
-        raw["simulated"]["seconds_per_run"] = 1.0
-        raw["search"].update(trials=3, concurrency=2)
-        space = tmp_path / "sim_slow.yaml"
-        space.write_text(yaml.safe_dump(raw))
-        proc = subprocess.run(
-            [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{cluster.dashboard_port}",
-             # local://: the project in place. An uploaded `--working-dir .` cannot work with several
-             # raylets on one disk: each node's agent deletes and unpacks the shared copy again
-             # (Ray's working_dir plugin, overwrite=True) under the processes standing in it.
-             "--working-dir", f"local://{REPO}", "--", "fsray", "tune", str(space),
-             "--seeds", "2", "--confirm-seeds", "0", "--out", str(out)],
-            env=cluster.env, cwd=REPO, capture_output=True, text=True, timeout=300)
-        (tmp_path / "job_output.txt").write_text(proc.stdout + "\n--- stderr\n" + proc.stderr)
-        said = [ln for ln in proc.stdout.splitlines()
-                if any(w in ln for w in ("rror", "fsray:", "Traceback", "failed", "FAILED"))]
-        assert proc.returncode == 0, "\n".join(said[-30:]) + f"\n(all of it: {tmp_path / 'job_output.txt'})"
-        assert "succeeded" in proc.stdout.lower(), proc.stdout[-3000:]
-        # results came back where the README says: --out on the head (this machine)
-        records = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
-        assert len(records) >= 3 and all(r["status"] == "ok" for r in records), records
-        assert json.loads((out / "summary.json").read_text())["name"] == "simulated"
-        # the autoscaler started a worker node (a raylet beside the head's) for the trials
-        log = cluster.monitor_log()
-        assert "Adding 1 node(s) of type cpu_worker" in log, log[-3000:]
-        # ... and removes it once idle (idle_timeout_minutes: 0.5 shipped, 0.2 here)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if _alive_cpus(cluster) == [1.0]:
-                assert "Removing 1 nodes of type cpu_worker (idle)" in cluster.monitor_log()
-                break
-            time.sleep(5)
-        else:
-            pytest.fail("the idle worker node was not removed")
-    finally:
-        cluster.stop()
