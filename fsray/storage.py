@@ -111,10 +111,37 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _no_credentials(uri: str) -> bool:
+    """True where none of the credential sources the SDKs read at rest is present (environment,
+    profile, shared files); an instance role cannot be seen from here, so only where the metadata
+    service is off (s3) or for gs://, whose default credentials file is the usual way."""
+    env, home = os.environ, Path.home()
+    scheme = _scheme(uri)
+    if scheme in ("s3", "s3a"):
+        if any(env.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+                                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                                    "AWS_CONTAINER_CREDENTIALS_FULL_URI")):
+            return False
+        files = [env.get("AWS_SHARED_CREDENTIALS_FILE") or home / ".aws" / "credentials",
+                 env.get("AWS_CONFIG_FILE") or home / ".aws" / "config"]
+        return (not any(Path(f).is_file() for f in files)
+                and env.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true")
+    if scheme in ("gs", "gcs"):
+        return not (env.get("GOOGLE_APPLICATION_CREDENTIALS")
+                    or (home / ".config" / "gcloud" / "application_default_credentials.json").is_file())
+    return False
+
+
 def _explain(uri: str, exc: BaseException) -> str:
     """One line for a failed probe."""
     msg = _first_line(exc)
     low = msg.lower()
+    if _no_credentials(uri):
+        # Without credentials the request goes out anonymous and what comes back varies by server
+        # (403, 400, even 500): the missing credentials are what to say.
+        return (f"storage path {uri}: no credentials found ({msg}); for s3:// set "
+                f"AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, for gs:// "
+                f"GOOGLE_APPLICATION_CREDENTIALS")
     if "no_such_bucket" in low or "nosuchbucket" in low or "bucket does not exist" in low or (
             "bucket" in low and "not found" in low):
         return f"storage path {uri}: the bucket does not exist ({msg})"

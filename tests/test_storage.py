@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -324,3 +326,52 @@ def test_a_seed_run_lost_mid_way_resumes_from_its_checkpoint_in_the_object_store
     for key in ("token_acc", "loss", "seq_acc", "curve", "data_hash", "tokens", "steps"):
         assert got[key] == whole[key], key
     assert not [k for k in _keys("harness/seed_runs/") if k.endswith("state.pt")]   # cleared at the end
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth():
+    """A second moto server that checks credentials from the first request on (moto's
+    INITIAL_NO_AUTH_ACTION_COUNT=0): a key it never issued, or none, is refused as AWS refuses it."""
+    pytest.importorskip("moto")
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1",
+                               "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "moto_server did not start"
+                time.sleep(0.2)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("keys", ["unknown", "none"])
+def test_refused_or_missing_credentials_are_one_usage_line(s3_with_auth, keys, monkeypatch, tmp_path):
+    from fsray.errors import UsageError
+    from fsray.storage import check_storage
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_with_auth)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("HOME", str(tmp_path))                   # no ~/.aws/credentials either
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    if keys == "unknown":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOTISSUEDBYMOTO0")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    else:
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(UsageError) as info:
+        check_storage(f"s3://{BUCKET}/runs", timeout_s=20)
+    msg = str(info.value)
+    said = "access refused or no credentials" if keys == "unknown" else "no credentials found"
+    assert "\n" not in msg and said in msg, msg
+    assert "AWS_ACCESS_KEY_ID" in msg
