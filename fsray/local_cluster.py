@@ -7,13 +7,18 @@ with ``type: fake_multinode`` stop at two gaps,
 
 * the provider's defaults file (``fake_multi_node/example.yaml``), which the wheel does not ship;
 * a way to run the head's setup and start commands: every provider but the Docker one reaches its
-  head over SSH, and the Docker variant needs a Docker engine and Ray's image.
+  head over SSH, and the Docker variant needs a Docker engine and Ray's image;
+
+and an uploaded ``--working-dir`` breaks on its cluster: the worker nodes share the head's session
+directory, so every node's runtime-env agent unpacks the upload into the same
+``<session>/runtime_resources``, and a new node's agent deletes and unpacks it again (Ray's
+working_dir plugin unpacks with ``overwrite=True``) under the job driver standing in it.
 
 :class:`LocalClusterProvider` is that same provider, loaded through Ray's documented extension point
 (``provider: {type: external, module: fsray.local_cluster.LocalClusterProvider}``), with only those
 gaps filled: the head is this machine, and its commands run here (:class:`LocalCommandRunner`, a
-``ray.autoscaler.command_runner.CommandRunnerInterface``). Scheduling, scaling and node lifetimes stay
-Ray's.
+``ray.autoscaler.command_runner.CommandRunnerInterface``); a worker node gets its own runtime-resources
+directory, as a node with its own disk has. Scheduling, scaling and node lifetimes stay Ray's.
 
 One thing needs care on a shared machine: ``ray stop`` stops every Ray process on it, other users'
 clusters included, and ``ray up`` / ``ray down`` run ``ray stop`` on the head. On this cluster's
@@ -38,10 +43,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray._private.services as services
+from ray._private import ray_constants
+from ray._private.node import Node
+from ray._private.parameter import RayParams
 from ray.autoscaler._private.fake_multi_node.node_provider import FakeMultiNodeProvider
 from ray.autoscaler.command_runner import CommandRunnerInterface
 from ray.autoscaler.tags import (
     NODE_KIND_HEAD,
+    NODE_KIND_WORKER,
     STATUS_UP_TO_DATE,
     TAG_RAY_NODE_KIND,
     TAG_RAY_NODE_NAME,
@@ -237,6 +247,33 @@ class LocalClusterProvider(FakeMultiNodeProvider):
                 TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE,
                 **tags,
             }}
+
+    def _create_node_with_resources_and_labels(self, node_config, tags, count, resources, labels):
+        """A worker node: a raylet started from this process (the head's monitor) and joined to the
+        head's GCS under the provider's node id, as in Ray's fake provider, but with a
+        runtime-resources directory of its own (see the module docstring: an uploaded working dir)."""
+        resources = dict(resources)
+        with self.lock:
+            node_id = self._next_hex_node_id()
+            node_type = tags[TAG_RAY_USER_NODE_TYPE]
+            gcs = self._gcs_address or f"{services.get_node_ip_address()}:{ray_constants.DEFAULT_PORT}"
+            params = RayParams(
+                gcs_address=gcs, redis_address=gcs,
+                num_cpus=resources.pop("CPU", 0), num_gpus=resources.pop("GPU", 0),
+                object_store_memory=resources.pop("object_store_memory", None),
+                resources=resources, labels=labels,
+                runtime_env_dir_name=f"{ray_constants.DEFAULT_RUNTIME_ENV_DIR_NAME}_{node_id}",
+                # ports: any free one (several raylets share this machine's)
+                min_worker_port=0, max_worker_port=0, dashboard_port=None, dashboard_agent_listen_port=0,
+                # how the autoscaler recognises the raylet as this node
+                env_vars={"RAY_OVERRIDE_NODE_ID_FOR_TESTING": node_id, "RAY_CLOUD_INSTANCE_ID": node_id,
+                          "RAY_NODE_TYPE_NAME": node_type,
+                          ray_constants.RESOURCES_ENVIRONMENT_VARIABLE: json.dumps(resources),
+                          ray_constants.LABELS_ENVIRONMENT_VARIABLE: json.dumps(labels)})
+            node = Node(params, head=False, shutdown_at_exit=False, spawn_reaper=False)
+            self._nodes[node_id] = {"node": node, "tags": {
+                TAG_RAY_NODE_KIND: NODE_KIND_WORKER, TAG_RAY_USER_NODE_TYPE: node_type,
+                TAG_RAY_NODE_NAME: node_id, TAG_RAY_NODE_STATUS: STATUS_UP_TO_DATE, **tags}}
 
     def terminate_node(self, node_id: str):
         if node_id != self._head_node_id:

@@ -143,10 +143,11 @@ def _alive_cpus(env: dict) -> list[float]:
 
 @pytest.mark.slow
 def test_ray_up_scales_for_a_submitted_search_and_ray_down_stops_it_alone(tmp_path):
-    """`ray up cluster_local.yaml` starts the head (0 worker nodes); `ray job submit --working-dir
-    local://PROJECT -- fsray tune ...` (the README's path) asks for more CPUs than the head has, the
-    autoscaler starts a worker node, every seed run succeeds, the results land in --out; the idle
-    node goes; `ray down` stops every process of this cluster and nothing else Ray-named."""
+    """`ray up cluster_local.yaml` starts the head (0 worker nodes); `ray job submit --working-dir .
+    -- fsray tune ...` (the README's path) asks for more CPUs than the head has, the autoscaler starts
+    a worker node, every seed run succeeds, the results land in --out, the uploaded project is intact
+    under the driver; the idle node goes; `ray down` stops every process of this cluster and nothing
+    else Ray-named."""
     name = f"fsray_t{uuid.uuid4().hex[:6]}"
     gcs_port, dash_port = free_port(), free_port()
     temp_dir = f"/tmp/rc_{uuid.uuid4().hex[:8]}"
@@ -176,13 +177,19 @@ def test_ray_up_scales_for_a_submitted_search_and_ray_down_stops_it_alone(tmp_pa
         space = tmp_path / "sim_slow.yaml"
         space.write_text(yaml.safe_dump(raw))
         out = tmp_path / "runs" / "sim"
+        # The README's path: the project uploaded (`--working-dir .`). The driver stands in the
+        # unpacked copy while the autoscaler adds a worker node whose agent unpacks it too; the
+        # entrypoint's shell then still finds the project where it stands (on a shared
+        # runtime-resources directory the new node's agent deletes it: `test -f` fails).
         job = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash_port}",
-             "--working-dir", f"local://{REPO}", "--", "fsray", "tune", str(space),
-             "--seeds", "2", "--confirm-seeds", "0", "--out", str(out)],
+             "--working-dir", ".", "--", "bash", "-c",
+             f"fsray tune {space} --seeds 2 --confirm-seeds 0 --out {out}"
+             " && test -f search_spaces/simulated.yaml && echo WORKING-DIR-INTACT"],
             env=client, cwd=REPO, capture_output=True, text=True, timeout=300)
         (tmp_path / "job_output.txt").write_text(job.stdout + "\n--- stderr\n" + job.stderr)
         assert job.returncode == 0 and "succeeded" in job.stdout.lower(), job.stdout[-3000:]
+        assert "WORKING-DIR-INTACT" in job.stdout, job.stdout[-3000:]
         records = [json.loads(ln) for ln in (out / "results.jsonl").read_text().splitlines()]
         assert len(records) >= 3 and all(r["status"] == "ok" for r in records), records
         assert json.loads((out / "summary.json").read_text())["name"] == "simulated"
