@@ -369,8 +369,8 @@ def test_refused_or_missing_credentials_are_one_usage_line(s3_with_auth, keys, m
     else:
         monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
         monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
-    with pytest.raises(UsageError) as info:
-        check_storage(f"s3://{BUCKET}/runs", timeout_s=20)
+    with pytest.raises(UsageError) as info:   # a location no other test has proved (checks are cached)
+        check_storage(f"s3://{BUCKET}/credentials-{keys}", timeout_s=20)
     msg = str(info.value)
     said = "access refused or no credentials" if keys == "unknown" else "no credentials found"
     assert "\n" not in msg and said in msg, msg
