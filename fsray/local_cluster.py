@@ -175,7 +175,7 @@ class LocalCommandRunner(CommandRunnerInterface):
             environment_variables: dict[str, object] | None = None, run_env: str = "auto",
             ssh_options_override_ssh_key: str = "", shutdown_after_run: bool = False) -> str:
         env = self._env(environment_variables)
-        if not cmd:  # `ray attach`: a shell on the head
+        if not cmd or cmd.strip() == "$SHELL":   # `ray attach`: a shell on the head, on this terminal
             return str(subprocess.call(["bash", "-l"], env=env))
         self.directory.mkdir(parents=True, exist_ok=True)
         # Output goes through a file, not a pipe: `ray start` leaves daemons holding its stdout,
