@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ray._common.utils as ray_common_utils
 import ray._private.services as services
 from ray._private import ray_constants
 from ray._private.node import Node
@@ -107,10 +108,41 @@ def cluster_pids(cluster_name: str) -> list[int]:
                   if p.name.isdigit() and int(p.name) not in spare and _environ_has(int(p.name), entry))
 
 
+def _gcs_addresses(pids: list[int]) -> list[tuple[str, Path]]:
+    """(address, temp dir) of each GCS server among ``pids``, read from its command line."""
+    found = []
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if Path(argv[0]).name != "gcs_server":
+            continue
+        flags = dict(a[2:].split("=", 1) for a in argv[1:] if a.startswith("--") and "=" in a)
+        if {"gcs_server_port", "node-ip-address", "session-dir"} <= flags.keys():
+            found.append((f"{flags['node-ip-address']}:{flags['gcs_server_port']}",
+                          Path(flags["session-dir"]).parent))
+    return found
+
+
+def _forget_address(address: str, temp_dir: Path) -> None:
+    """What ``ray stop`` also does: remove the "latest cluster" file (``ray start`` writes it, and a
+    plain ``ray.init()`` on this machine connects to the address in it) when it names this cluster,
+    in its temp dir and in Ray's default one."""
+    for directory in {temp_dir, Path(ray_common_utils.get_default_ray_temp_dir())}:
+        path = Path(ray_common_utils.get_ray_address_file(str(directory)))
+        try:
+            if path.read_text().strip() == address:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def stop_cluster(cluster_name: str, grace_s: float = 10.0) -> int:
-    """``ray stop`` for this cluster only: SIGTERM its processes, SIGKILL what outlives ``grace_s``.
-    Returns how many processes there were."""
+    """``ray stop`` for this cluster only: SIGTERM its processes, SIGKILL what outlives ``grace_s``,
+    forget its address. Returns how many processes there were."""
     pids = cluster_pids(cluster_name)
+    addresses = _gcs_addresses(pids)
     seen = set(pids)
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         for pid in pids:
@@ -126,6 +158,8 @@ def stop_cluster(cluster_name: str, grace_s: float = 10.0) -> int:
         seen |= set(pids)
         if not pids:
             break
+    for address, temp_dir in addresses:
+        _forget_address(address, temp_dir)
     return len(seen)
 
 

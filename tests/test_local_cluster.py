@@ -51,6 +51,31 @@ def test_stop_cluster_stops_its_processes_only(tmp_path):
             p.kill()
 
 
+def test_stop_cluster_forgets_its_address_like_ray_stop(tmp_path):
+    """`ray start` leaves the cluster's address in <temp dir>/ray_current_cluster, and a plain
+    `ray.init()` on this machine then tries to join it: stopping the cluster removes that file when
+    it names this cluster (and leaves another cluster's)."""
+    name = f"t{uuid.uuid4().hex[:8]}"
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    for d, address in ((ours, "10.1.2.3:6390"), (theirs, "10.9.9.9:6379")):
+        (d / "session_x").mkdir(parents=True)
+        (d / "ray_current_cluster").write_text(address)
+    # a process that looks like this cluster's GCS server (argv[0] and the flags Ray gives it)
+    gcs = subprocess.Popen(["gcs_server", "-c", "import time; time.sleep(300)", "--gcs_server_port=6390",
+                            "--node-ip-address=10.1.2.3", f"--session-dir={ours / 'session_x'}"],
+                           executable=sys.executable, env={**os.environ, MARKER: name})
+    other = subprocess.Popen(["gcs_server", "-c", "import time; time.sleep(300)", "--gcs_server_port=6379",
+                              "--node-ip-address=10.9.9.9", f"--session-dir={theirs / 'session_x'}"],
+                             executable=sys.executable)
+    try:
+        assert stop_cluster(name, grace_s=2) == 1
+        assert not (ours / "ray_current_cluster").exists()
+        assert (theirs / "ray_current_cluster").read_text() == "10.9.9.9:6379" and other.poll() is None
+    finally:
+        gcs.kill()
+        other.kill()
+
+
 def test_head_runner_runs_here_with_the_marker_and_a_scoped_ray_stop(tmp_path, monkeypatch):
     name = f"t{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
@@ -167,6 +192,7 @@ def test_ray_up_scales_for_a_submitted_search_and_ray_down_stops_it_alone(tmp_pa
         (tmp_path / "ray_up.txt").write_text(up.stdout + up.stderr)
         assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
         assert "Ray runtime started" in up.stdout
+        assert (Path(temp_dir) / "ray_current_cluster").read_text().strip().endswith(f":{gcs_port}")
         assert _alive_cpus(client) == [1.0]                                   # the head alone
         marked = cluster_pids(name)
         assert marked and set(pids_with(temp_dir)) <= set(marked)           # every daemon is marked
@@ -206,6 +232,8 @@ def test_ray_up_scales_for_a_submitted_search_and_ray_down_stops_it_alone(tmp_pa
         assert down.returncode == 0, (down.stdout + down.stderr)[-3000:]
         assert "Stopped the" in down.stdout and "processes of local cluster" in down.stdout
         assert cluster_pids(name) == [] and pids_with(temp_dir) == []
+        # ... and forgets it, as `ray stop` does: a plain ray.init() here would try to join it
+        assert not (Path(temp_dir) / "ray_current_cluster").exists()
         assert decoy.poll() is None                                          # not `ray stop`
     finally:
         decoy.kill()
