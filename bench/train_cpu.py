@@ -305,7 +305,7 @@ def main() -> None:
     from fsray.harness import train_runs
 
     t = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - t:.1f} s")
     for workers in (1, 2):
         t = time.perf_counter()

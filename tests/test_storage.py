@@ -208,7 +208,7 @@ def train_fn(config):
             ray.train.report({"step": step, "resumed_from": start}, checkpoint=Checkpoint.from_directory(d))
 
 
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=os.environ["FIT_TEMP"])
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=os.environ["FIT_TEMP"])
 result = TorchTrainer(train_fn, train_loop_config={"forbidden": forbidden, "steps": steps},
                       scaling_config=ScalingConfig(num_workers=1),
                       run_config=RunConfig(name="fit", storage_path=storage)).fit()
@@ -288,7 +288,7 @@ spec = TrainSpec.model_validate({
 })
 fs = FSConfig(alpha_init=0.0, alpha_lr=1e-2)
 uri, marker_dir = sys.argv[1], sys.argv[2]
-ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 import pyarrow.fs as pafs
 store, root = pafs.FileSystem.from_uri(marker_dir)
 with SeedRunHarness(spec, groups=1, storage_path=uri, checkpoint_every_s=0.0) as h:
