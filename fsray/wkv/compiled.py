@@ -150,84 +150,25 @@ def _ptr(x: torch.Tensor) -> int:
     return x.data_ptr()
 
 
-class _CompiledWKV7(torch.autograd.Function):
-    """Inputs contiguous, in the compute dtype; s0 may be None."""
-
-    @staticmethod
-    def forward(ctx, r, logw, k, v, a, b, s0):
-        B, T, H, N = r.shape
-        lib = _library()
-        suf = "f64" if r.dtype == torch.float64 else "f32"
-        w = torch.exp(logw)
-        s0_ = r.new_zeros(B, H, N, N) if s0 is None else s0
-        y, u = torch.empty_like(r), torch.empty_like(r)
-        sT = r.new_empty(B, H, N, N)
-        full = B * H * (T + 1) * N * N * r.element_size() <= FULL_STATES_BYTES
-        n_states = T + 1 if full else -(-T // CHECKPOINT)
-        states = r.new_empty(B, H, n_states, N, N)
-        fn = getattr(lib, f"wkv7_forward_{suf}")
-        ptrs = [_ptr(x) for x in (r, w, k, v, a, b, s0_, y, sT, u, states)]
-
-        def call(lo, hi):
-            return fn(B, T, H, N, lo, hi, *ptrs, n_states, CHECKPOINT, int(full))
-
-        _run(call, B * H)
-        ctx.save_for_backward(r, w, k, v, a, b, u, states)
-        ctx.meta = (n_states, full, s0 is None)
-        return y, sT
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy, dsT):
-        r, w, k, v, a, b, u, states = ctx.saved_tensors
-        n_states, full, no_s0 = ctx.meta
-        B, T, H, N = r.shape
-        lib = _library()
-        suf = "f64" if r.dtype == torch.float64 else "f32"
-        dy = dy.to(r.dtype).contiguous()
-        dsT = dsT.to(r.dtype).contiguous()
-        grads = [torch.empty_like(r) for _ in range(6)]  # dr dw dk dv da db
-        ds0 = r.new_empty(B, H, N, N)
-        fn = getattr(lib, f"wkv7_backward_{suf}")
-        ins = [_ptr(x) for x in (r, w, k, v, a, b, u, states)]
-        outs = [_ptr(g) for g in grads] + [_ptr(ds0)]
-
-        def call(lo, hi):
-            return fn(B, T, H, N, lo, hi, *ins, n_states, _ptr(dy), _ptr(dsT), CHECKPOINT, int(full), *outs)
-
-        _run(call, B * H)
-        dr, dw, dk, dv, da, db = grads
-        dlogw = dw.mul_(w)  # d/dlogw of exp(logw)
-        return dr, dlogw, dk, dv, da, db, (None if no_s0 else ds0)
+def _keeps_all_states(B: int, T: int, H: int, N: int, element_size: int) -> bool:
+    """Whether every state of a call of this shape is kept for the backward (else one every
+    ``CHECKPOINT`` steps)."""
+    return B * H * (T + 1) * N * N * element_size <= FULL_STATES_BYTES
 
 
-# ----------------------------------------------------------------------------------- custom ops
-# The same C forward and backward as torch custom ops (``torch.ops.fsray.wkv7_cpu_fwd`` / ``_bwd``), so
-# ``torch.compile`` keeps the model in one graph around them: each op has a fake (shape-only) version for
-# tracing, and the forward's autograd formula calls the backward op, so AOTAutograd traces the backward
-# graph through it too. The eager training step keeps ``_CompiledWKV7`` (the reference path); the op is
-# used while compiling (``torch.compiler.is_compiling()``) or when asked (``use_op=True``). The decay's
-# exp and its chain rule stay outside the op, where the compiler fuses them with the rest.
+def _n_states(T, checkpoint: int, full: bool):
+    return T + 1 if full else (T + checkpoint - 1) // checkpoint
 
 
-def _layout(B: int, T: int, H: int, N: int, element_size: int) -> tuple[int, bool]:
-    """(number of saved states, whether every state is kept) for a call of this shape."""
-    full = B * H * (T + 1) * N * N * element_size <= FULL_STATES_BYTES
-    return (T + 1 if full else -(-T // CHECKPOINT)), full
-
-
-@torch.library.custom_op("fsray::wkv7_cpu_fwd", mutates_args=(), device_types="cpu")
-def _op_fwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
-            b: torch.Tensor, s0: torch.Tensor, checkpoint: int, full: bool
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, sT, u, states) of the C forward; inputs contiguous, float32 or float64, T >= 1."""
+def _c_forward(r, w, k, v, a, b, s0, checkpoint: int, full: bool):
+    """(y, sT, u, states) of the C forward; float32 or float64, T >= 1; w is the decay itself."""
     B, T, H, N = r.shape
     lib = _library()
     suf = "f64" if r.dtype == torch.float64 else "f32"
     args = [x.contiguous() for x in (r, w, k, v, a, b, s0)]
     y, u = torch.empty_like(args[0]), torch.empty_like(args[0])
     sT = r.new_empty(B, H, N, N)
-    n_states = T + 1 if full else -(-T // checkpoint)
+    n_states = _n_states(T, checkpoint, full)
     states = r.new_empty(B, H, n_states, N, N)
     fn = getattr(lib, f"wkv7_forward_{suf}")
     ptrs = [_ptr(x) for x in (*args, y, sT, u, states)]
@@ -239,20 +180,7 @@ def _op_fwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
     return y, sT, u, states
 
 
-@_op_fwd.register_fake
-def _op_fwd_fake(r, w, k, v, a, b, s0, checkpoint, full):
-    B, T, H, N = r.shape
-    n_states = T + 1 if full else (T + checkpoint - 1) // checkpoint
-    like = dict(memory_format=torch.contiguous_format)   # the real op returns contiguous tensors
-    return (torch.empty_like(r, **like), r.new_empty(B, H, N, N), torch.empty_like(r, **like),
-            r.new_empty(B, H, n_states, N, N))
-
-
-@torch.library.custom_op("fsray::wkv7_cpu_bwd", mutates_args=(), device_types="cpu")
-def _op_bwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
-            b: torch.Tensor, u: torch.Tensor, states: torch.Tensor, dy: torch.Tensor, dsT: torch.Tensor,
-            checkpoint: int, full: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-                                                  torch.Tensor, torch.Tensor, torch.Tensor]:
+def _c_backward(r, w, k, v, a, b, u, states, dy, dsT, checkpoint: int, full: bool):
     """(dr, dw, dk, dv, da, db, ds0) of the C backward (dw: with respect to the decay w itself)."""
     B, T, H, N = r.shape
     lib = _library()
@@ -272,6 +200,65 @@ def _op_bwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, 
 
     _run(call, B * H)
     return (*grads, ds0)
+
+
+class _CompiledWKV7(torch.autograd.Function):
+    """Inputs contiguous, in the compute dtype; s0 may be None."""
+
+    @staticmethod
+    def forward(ctx, r, logw, k, v, a, b, s0):
+        B, T, H, N = r.shape
+        w = torch.exp(logw)
+        full = _keeps_all_states(B, T, H, N, r.element_size())
+        s0_ = r.new_zeros(B, H, N, N) if s0 is None else s0
+        y, sT, u, states = _c_forward(r, w, k, v, a, b, s0_, CHECKPOINT, full)
+        ctx.save_for_backward(r, w, k, v, a, b, u, states)
+        ctx.meta = (full, s0 is None)
+        return y, sT
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dsT):
+        r, w, k, v, a, b, u, states = ctx.saved_tensors
+        full, no_s0 = ctx.meta
+        dr, dw, dk, dv, da, db, ds0 = _c_backward(r, w, k, v, a, b, u, states, dy, dsT, CHECKPOINT, full)
+        dlogw = dw.mul_(w)  # d/dlogw of exp(logw)
+        return dr, dlogw, dk, dv, da, db, (None if no_s0 else ds0)
+
+
+# ----------------------------------------------------------------------------------- custom ops
+# The same C forward and backward as torch custom ops (``torch.ops.fsray.wkv7_cpu_fwd`` / ``_bwd``), so
+# ``torch.compile`` keeps the model in one graph around them: each op has a fake (shape-only) version for
+# tracing, and the forward's autograd formula calls the backward op, so AOTAutograd traces the backward
+# graph through it too. The eager training step keeps ``_CompiledWKV7`` (the reference path); the op is
+# used while compiling (``torch.compiler.is_compiling()``) or when asked (``use_op=True``). The decay's
+# exp and its chain rule stay outside the op, where the compiler fuses them with the rest.
+
+
+@torch.library.custom_op("fsray::wkv7_cpu_fwd", mutates_args=(), device_types="cpu")
+def _op_fwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+            b: torch.Tensor, s0: torch.Tensor, checkpoint: int, full: bool
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, sT, u, states) of the C forward; inputs contiguous, float32 or float64, T >= 1."""
+    return _c_forward(r, w, k, v, a, b, s0, checkpoint, full)
+
+
+@_op_fwd.register_fake
+def _op_fwd_fake(r, w, k, v, a, b, s0, checkpoint, full):
+    B, T, H, N = r.shape
+    n_states = _n_states(T, checkpoint, full)
+    like = dict(memory_format=torch.contiguous_format)   # the real op returns contiguous tensors
+    return (torch.empty_like(r, **like), r.new_empty(B, H, N, N), torch.empty_like(r, **like),
+            r.new_empty(B, H, n_states, N, N))
+
+
+@torch.library.custom_op("fsray::wkv7_cpu_bwd", mutates_args=(), device_types="cpu")
+def _op_bwd(r: torch.Tensor, w: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
+            b: torch.Tensor, u: torch.Tensor, states: torch.Tensor, dy: torch.Tensor, dsT: torch.Tensor,
+            checkpoint: int, full: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                                  torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dr, dw, dk, dv, da, db, ds0) of the C backward (dw: with respect to the decay w itself)."""
+    return _c_backward(r, w, k, v, a, b, u, states, dy, dsT, checkpoint, full)
 
 
 @_op_bwd.register_fake
@@ -301,7 +288,7 @@ torch.library.register_autograd("fsray::wkv7_cpu_fwd", _op_backward, setup_conte
 def _wkv7_op(r, logw, k, v, a, b, s0):
     """WKV7 through the custom ops: the path ``torch.compile`` sees (same numbers as ``_CompiledWKV7``)."""
     B, T, H, N = r.shape
-    _, full = _layout(B, T, H, N, r.element_size())
+    full = _keeps_all_states(B, T, H, N, r.element_size())
     w = torch.exp(logw)
     if s0 is None:
         s0 = r.new_zeros(B, H, N, N)
