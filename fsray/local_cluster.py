@@ -138,12 +138,8 @@ def _forget_address(address: str, temp_dir: Path) -> None:
             pass
 
 
-def stop_cluster(cluster_name: str, grace_s: float = 10.0) -> int:
-    """``ray stop`` for this cluster only: SIGTERM its processes, SIGKILL what outlives ``grace_s``,
-    forget its address. Returns how many processes there were."""
-    pids = cluster_pids(cluster_name)
-    addresses = _gcs_addresses(pids)
-    seen = set(pids)
+def terminate(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGTERM ``pids``, then SIGKILL what is still alive after ``grace_s``."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         for pid in pids:
             try:
@@ -153,11 +149,24 @@ def stop_cluster(cluster_name: str, grace_s: float = 10.0) -> int:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and any(_alive(p) for p in pids):
             time.sleep(0.1)
-        # processes started while stopping (a worker the raylet was spawning) go in the next round
-        pids = sorted({p for p in pids if _alive(p)} | set(cluster_pids(cluster_name)))
-        seen |= set(pids)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+
+
+def stop_cluster(cluster_name: str, grace_s: float = 10.0) -> int:
+    """``ray stop`` for this cluster only: SIGTERM its processes, SIGKILL what outlives ``grace_s``,
+    forget its address. Returns how many processes there were."""
+    pids = cluster_pids(cluster_name)
+    addresses = _gcs_addresses(pids)
+    seen = set(pids)
+    for _ in range(3):
         if not pids:
             break
+        terminate(pids, grace_s)
+        # processes started while stopping (a worker the raylet was spawning) go in another round
+        pids = cluster_pids(cluster_name)
+        seen |= set(pids)
     for address, temp_dir in addresses:
         _forget_address(address, temp_dir)
     return len(seen)

@@ -31,6 +31,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsray.local_cluster import terminate as kill_pids  # SIGTERM, then SIGKILL after a grace
+
 BIN = Path(sys.executable).parent
 
 
@@ -78,30 +80,6 @@ def with_descendants(pids: list[int]) -> list[int]:
         out.append(pid)
         todo += kids.get(pid, [])
     return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def kill_pids(pids: list[int], grace_s: float = 3.0) -> None:
-    """SIGTERM, then SIGKILL what is still alive after ``grace_s``."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + (grace_s if sig == signal.SIGTERM else 2.0)
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
-            time.sleep(0.1)
-        pids = [p for p in pids if _alive(p)]
-        if not pids:
-            return
 
 
 @dataclass

@@ -26,6 +26,7 @@ from fsray.errors import UsageError
 from fsray.search.evaluate import StoreClient, ensure_baselines, evaluate_config, make_runner
 from fsray.search.importance import knob_importance, write_importance
 from fsray.harness import HarnessClient
+from fsray.records import task_label
 from fsray.search.progress import Progress, quiet_output
 from fsray.search.space import SearchSpace
 from fsray.search.summary import best_row, config_rows, run_counts, short_label
@@ -509,8 +510,6 @@ def _settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         say("[tune] settle: no configuration finished every selection seed: nothing to settle")
         return None
     rows = {r["config_hash"]: r for r in shortlist}
-    from fsray.records import task_label
-
     task = task_label(space.task.name, space.task.options)
     fresh = space.seeds.confirmation(st.max_seeds_per_config)   # the same fresh seeds for all: shared baselines
     failed: set[str] = set()
