@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from .schema import json_lines, not_json
+
 SHAPES = ("paired_blocks", "staged_records", "staged_summary", "single_run_sweep", "aggregate")
 
 # Stage names of the researchers' staged search -> stages of the fsray schema.
@@ -388,13 +390,11 @@ def _pair_staged(path: Path, runs: list[dict], out: LegacyFile) -> None:
 
 def _json_lines(src: str, text: str, problems: list[str]):
     """(line number, object) of each non-empty JSONL line; a malformed line is reported and skipped."""
-    for i, ln in enumerate(text.splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            yield i, json.loads(ln)
-        except json.JSONDecodeError as exc:
-            problems.append(f"{src}:{i}: not valid JSON ({exc.msg}); truncated line?")
+    for i, obj in json_lines(text.splitlines()):
+        if isinstance(obj, json.JSONDecodeError):
+            problems.append(f"{src}:{i}: {not_json(obj)}")
+        else:
+            yield i, obj
 
 
 def _parse_staged_records(path: Path, text: str, out: LegacyFile) -> None:

@@ -31,7 +31,8 @@ import pandas as pd
 
 from . import legacy
 from .errors import AnalysisInputError
-from .schema import SCHEMA, read_records, record_semantics, semantics_mismatch, validate_record
+from .schema import (SCHEMA, json_lines, not_json, read_records, record_semantics, semantics_mismatch,
+                     validate_record)
 
 COLUMNS = (
     "source", "line", "task", "config", "config_hash", "stage", "seed",
@@ -166,13 +167,7 @@ def _read_text(path: Path, out: Loaded) -> str | None:
 
 def _first_json_objects(text: str, k: int = 5) -> list[dict]:
     objs = []
-    for ln in text.splitlines():
-        if not ln.strip():
-            continue
-        try:
-            obj = json.loads(ln)
-        except json.JSONDecodeError:
-            continue
+    for _, obj in json_lines(text.splitlines()):
         if isinstance(obj, dict):
             objs.append(obj)
         if len(objs) >= k:
@@ -320,16 +315,10 @@ def _record_lines(path: Path) -> list[int]:
     """Line numbers of the lines of a store that are valid records, in order."""
     good = []
     with open(path, encoding="utf-8") as fh:
-        for i, ln in enumerate(fh, 1):
-            if not ln.strip():
-                continue
-            try:
-                obj = json.loads(ln)
-            except json.JSONDecodeError:
-                continue
+        for i, obj in json_lines(fh):
             try:
                 validate_record(obj)
-            except AnalysisInputError:
+            except AnalysisInputError:   # also a line that is not JSON (validate_record wants a dict)
                 continue
             good.append(i)
     return good
@@ -414,13 +403,9 @@ def _plain_rows(path: Path, records: list[tuple[int, dict]], out: Loaded) -> lis
 
 def _plain_jsonl(path: Path, text: str, out: Loaded) -> list[dict]:
     records = []
-    for i, ln in enumerate(text.splitlines(), 1):
-        if not ln.strip():
-            continue
-        try:
-            obj = json.loads(ln)
-        except json.JSONDecodeError as exc:
-            records.append((i, f"not valid JSON ({exc.msg}); truncated line?"))
+    for i, obj in json_lines(text.splitlines()):
+        if isinstance(obj, json.JSONDecodeError):
+            records.append((i, not_json(obj)))
             continue
         records.append((i, obj if isinstance(obj, dict) else "not a JSON object; skipped"))
     return _plain_rows(path, records, out)

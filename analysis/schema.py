@@ -56,7 +56,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import AnalysisInputError
 
@@ -150,6 +150,25 @@ class ReadResult:
     problems: list[str] = field(default_factory=list)  # "file:line: what is wrong"
 
 
+def json_lines(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of each non-empty line of a JSON-lines text, numbered from 1; a
+    line that is not valid JSON gives its ``json.JSONDecodeError`` in place of the value (the caller
+    reports or skips it: ``not_json``)."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            value = exc
+        yield lineno, value
+
+
+def not_json(exc: json.JSONDecodeError) -> str:
+    """What a malformed JSON line is called in a problem line (at worst a truncated last line)."""
+    return f"not valid JSON ({exc.msg}); truncated line?"
+
+
 def read_records(path: str | os.PathLike) -> ReadResult:
     """Read a results store; malformed or truncated lines are reported in ``problems`` and skipped."""
     out = ReadResult()
@@ -157,14 +176,10 @@ def read_records(path: str | os.PathLike) -> ReadResult:
     if not path.exists():
         raise AnalysisInputError(f"{path}: no such file")
     with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+        for lineno, rec in json_lines(fh):
             where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                out.problems.append(f"{where}: not valid JSON ({exc.msg}); truncated line?")
+            if isinstance(rec, json.JSONDecodeError):
+                out.problems.append(f"{where}: {not_json(rec)}")
                 continue
             try:
                 out.records.append(validate_record(rec, where))

@@ -70,12 +70,7 @@ def _rng(seed) -> np.random.Generator:
 
 def _padded(D) -> tuple[np.ndarray, np.ndarray]:
     """Validate a [G, n_max] NaN-padded array; return it left-compacted and the row counts."""
-    try:
-        D = np.array(D, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise AnalysisInputError(f"deltas must be numeric: {exc}") from None
-    if D.ndim != 2:
-        raise AnalysisInputError(f"expected a [configurations, seeds] array, got shape {D.shape}")
+    D = _numeric(np.array, D, "deltas", 2, "expected a [configurations, seeds] array")
     if np.isinf(D).any():
         raise AnalysisInputError("deltas contain an infinite value")
     missing = np.isnan(D)
@@ -281,13 +276,20 @@ def mean_intervals(D, level: float = 0.95, method: str = "t", n_resamples: int =
     return _bootstrap_intervals(D, n, level, method, n_resamples, seed)
 
 
-def _finite_1d(d, what: str = "deltas") -> np.ndarray:
+def _numeric(convert, x, what: str, ndim: int, expected: str) -> np.ndarray:
+    """``convert(x, dtype=float)`` (``np.array``: a copy, ``np.asarray``: a view where it can) of
+    ``ndim`` dimensions, else one error line: ``what`` not numeric, or ``expected`` and the shape."""
     try:
-        d = np.asarray(d, dtype=float)
+        a = convert(x, dtype=float)
     except (TypeError, ValueError) as exc:
         raise AnalysisInputError(f"{what} must be numeric: {exc}") from None
-    if d.ndim != 1:
-        raise AnalysisInputError(f"{what} must be a 1-D array, got shape {d.shape}")
+    if a.ndim != ndim:
+        raise AnalysisInputError(f"{expected}, got shape {a.shape}")
+    return a
+
+
+def _finite_1d(d, what: str = "deltas") -> np.ndarray:
+    d = _numeric(np.asarray, d, what, 1, f"{what} must be a 1-D array")
     if not np.isfinite(d).all():
         raise AnalysisInputError(f"{what} contain NaN or infinite values")
     return d

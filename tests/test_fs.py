@@ -12,19 +12,15 @@ import torch
 from fsray.errors import UsageError
 from fsray.fs import FutureSeed
 from fsray.fsconfig import FSConfig
-from fsray.model import LayerState, ModelConfig, RWKV7
+from fsray.model import LayerState, RWKV7
+import models
 
 V, L, C, N = 40, 4, 32, 8
 H = C // N
 
 
 def random_model(seed=0) -> RWKV7:
-    torch.manual_seed(seed)
-    model = RWKV7(ModelConfig(n_layer=L, d_model=C, head_size=N, vocab_size=V))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
+    return models.random_model(n_layer=L, d_model=C, head_size=N, seed=seed, vocab_size=V)
 
 
 def prompt(B=2, T=9, seed=1):

@@ -9,18 +9,7 @@ import torch
 
 from fsray.errors import UsageError
 from fsray.model import LayerState, ModelConfig, RWKV7
-
-V = 40
-
-
-def random_model(n_layer=3, d_model=32, head_size=8, seed=0) -> RWKV7:
-    """A model whose zero-initialised weights are perturbed, so every parameter matters."""
-    torch.manual_seed(seed)
-    model = RWKV7(ModelConfig(n_layer=n_layer, d_model=d_model, head_size=head_size, vocab_size=V))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
+from models import V, random_model
 
 
 def left_pad(seqs: list[list[int]]):

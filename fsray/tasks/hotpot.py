@@ -43,12 +43,7 @@ class Hotpot(HubTask):
 
     def make(self, row, rng, tokenizer: Tokenizer, pool):
         question = f"Question: {row['question'].strip()}\n"
-        if self.settings.order == "question_after":
-            head, tail = "Context:\n", "\n" + question + "Answer:"
-        else:
-            head, tail = question + "Context:\n", "\nAnswer:"
-        head_ids, tail_ids = tokenizer.encode(head), tokenizer.encode(tail)
-        budget = self.max_prompt_len - len(head_ids) - len(tail_ids)
+        head_ids, tail_ids, budget = self.framed(tokenizer, question, "Context:\n", "Answer:")
         render = lambda title, text: tokenizer.encode(f"{title}: {text}\n")  # noqa: E731
         gold = set(row["supporting_facts"]["title"])
         own = paragraphs(row)

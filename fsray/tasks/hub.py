@@ -182,6 +182,17 @@ class HubTask(Task):
     REPEATS: ClassVar[int] = 1
     Options = HubTaskOptions
 
+    def framed(self, tokenizer, question: str, material: str, cue: str) -> tuple[list[int], list[int], int]:
+        """The fixed parts of a question-order prompt: ``material`` (the header of the context the
+        example fills in) then the question then ``cue`` with ``order: question_after``, the
+        question first otherwise. Returns (head ids, tail ids, token budget left for the context)."""
+        if self.settings.order == "question_after":
+            head, tail = material, "\n" + question + cue
+        else:
+            head, tail = question + material, "\n" + cue
+        head_ids, tail_ids = tokenizer.encode(head), tokenizer.encode(tail)
+        return head_ids, tail_ids, self.max_prompt_len - len(head_ids) - len(tail_ids)
+
     def rows(self, split: str) -> list[dict]:
         s = self.settings
         load = lambda hub_split: load_rows(  # noqa: E731

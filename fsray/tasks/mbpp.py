@@ -47,12 +47,7 @@ class MBPP(HubTask):
     def make(self, row, rng, tokenizer: Tokenizer, pool):
         tests = "\n".join(t.strip() for t in row["test_list"])
         question = f"Task: {row['text'].strip()}\nTests:\n{tests}\n"
-        if self.settings.order == "question_after":
-            head, tail = "Notes:\n", "\n" + question + "Code:\n"
-        else:
-            head, tail = question + "Notes:\n", "\nCode:\n"
-        head_ids, tail_ids = tokenizer.encode(head), tokenizer.encode(tail)
-        budget = self.max_prompt_len - len(head_ids) - len(tail_ids)
+        head_ids, tail_ids, budget = self.framed(tokenizer, question, "Notes:\n", "Code:\n")
         if budget < 0:
             return None
         notes = []
