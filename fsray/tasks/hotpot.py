@@ -15,17 +15,9 @@ Paragraph order is shuffled. Answer: the answer text then a newline. No chance l
 
 from __future__ import annotations
 
-from typing import Literal
-
 from .base import Tokenizer
 from .fill import fill
-from .hub import HubTask, HubTaskOptions
-
-
-class HotpotOptions(HubTaskOptions):
-    order: Literal["question_after", "question_first"] = "question_after"
-    max_prompt_len: int = 2048
-    fill: bool = True
+from .hub import QuestionOrderTask
 
 
 def paragraphs(row: dict) -> list[tuple[str, str]]:
@@ -33,10 +25,8 @@ def paragraphs(row: dict) -> list[tuple[str, str]]:
     return [(t, "".join(s).strip()) for t, s in zip(ctx["title"], ctx["sentences"])]
 
 
-class Hotpot(HubTask):
+class Hotpot(QuestionOrderTask):
     name = "hotpot"
-    ORDERS = ("question_after", "question_first")
-    Options = HotpotOptions
     HUB, CONFIG = "hotpotqa/hotpot_qa", "distractor"
     COLUMNS = ("question", "answer", "supporting_facts", "context")
     EXAMPLE_FILES = "distractor/validation-00000-of-00001.parquet"

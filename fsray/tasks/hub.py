@@ -22,7 +22,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import model_validator
 
@@ -182,17 +182,6 @@ class HubTask(Task):
     REPEATS: ClassVar[int] = 1
     Options = HubTaskOptions
 
-    def framed(self, tokenizer, question: str, material: str, cue: str) -> tuple[list[int], list[int], int]:
-        """The fixed parts of a question-order prompt: ``material`` (the header of the context the
-        example fills in) then the question then ``cue`` with ``order: question_after``, the
-        question first otherwise. Returns (head ids, tail ids, token budget left for the context)."""
-        if self.settings.order == "question_after":
-            head, tail = material, "\n" + question + cue
-        else:
-            head, tail = question + material, "\n" + cue
-        head_ids, tail_ids = tokenizer.encode(head), tokenizer.encode(tail)
-        return head_ids, tail_ids, self.max_prompt_len - len(head_ids) - len(tail_ids)
-
     def rows(self, split: str) -> list[dict]:
         s = self.settings
         load = lambda hub_split: load_rows(  # noqa: E731
@@ -264,3 +253,28 @@ class HubTask(Task):
             f"(rows whose prompt cannot fit max_prompt_len={self.max_prompt_len} are skipped): "
             "lower n, raise max_prompt_len or give more data"
         )
+
+
+class QuestionOrderOptions(HubTaskOptions):
+    order: Literal["question_after", "question_first"] = "question_after"
+    max_prompt_len: int = 2048
+    fill: bool = True
+
+
+class QuestionOrderTask(HubTask):
+    """A hub task whose prompt is a context (filled up to ``max_prompt_len``) with the question
+    after it (unfriendly) or before it: the fixed parts of the prompt come from ``framed``."""
+
+    ORDERS = ("question_after", "question_first")
+    Options = QuestionOrderOptions
+
+    def framed(self, tokenizer, question: str, material: str, cue: str) -> tuple[list[int], list[int], int]:
+        """The fixed parts of a question-order prompt: ``material`` (the header of the context the
+        example fills in) then the question then ``cue`` with ``order: question_after``, the
+        question first otherwise. Returns (head ids, tail ids, token budget left for the context)."""
+        if self.settings.order == "question_after":
+            head, tail = material, "\n" + question + cue
+        else:
+            head, tail = question + material, "\n" + cue
+        head_ids, tail_ids = tokenizer.encode(head), tokenizer.encode(tail)
+        return head_ids, tail_ids, self.max_prompt_len - len(head_ids) - len(tail_ids)

@@ -23,23 +23,13 @@ split has enough text. Answer: the reference code then a newline. No chance leve
 
 from __future__ import annotations
 
-from typing import Literal
-
 from .base import Tokenizer
 from .fill import fill
-from .hub import HubTask, HubTaskOptions
+from .hub import QuestionOrderTask
 
 
-class MBPPOptions(HubTaskOptions):
-    order: Literal["question_after", "question_first"] = "question_after"
-    max_prompt_len: int = 2048
-    fill: bool = True
-
-
-class MBPP(HubTask):
+class MBPP(QuestionOrderTask):
     name = "mbpp"
-    ORDERS = ("question_after", "question_first")
-    Options = MBPPOptions
     HUB, CONFIG = "google-research-datasets/mbpp", "full"
     COLUMNS = ("task_id", "text", "code", "test_list")
     EXAMPLE_FILES = "full/validation-00000-of-00001.parquet"
