@@ -31,8 +31,8 @@ import pandas as pd
 
 from . import legacy
 from .errors import AnalysisInputError
-from .schema import (SCHEMA, json_lines, not_json, read_records, record_semantics, semantics_mismatch,
-                     validate_record)
+from .schema import (DELTA_NAMES, METRIC_SHORT, SCHEMA, json_lines, not_json, paired_delta, read_records,
+                     record_semantics, run_metric, semantics_mismatch, validate_record)
 
 COLUMNS = (
     "source", "line", "task", "config", "config_hash", "stage", "seed",
@@ -253,14 +253,8 @@ def detect(text: str) -> tuple[str | None, str]:
 
 
 def _run_metric(run: dict | None, key: str) -> float:
-    if not isinstance(run, dict):
-        return math.nan
-    v = run.get(key)
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return math.nan
-    return f if math.isfinite(f) else math.nan
+    v = run_metric(run, key)
+    return math.nan if v is None else v
 
 
 def _settle(rec: dict, key: str) -> float:
@@ -295,15 +289,16 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             "failure": rec.get("failure") or (base or {}).get("failure") or (fs or {}).get("failure"),
             "chance_acc": _run_metric(chance, "token_acc"), "chance_seq": _run_metric(chance, "seq_acc"),
             "learned_margin": _run_metric(rec, "learned_margin"),
-            "learned_metric": {"token_acc": "acc", "seq_acc": "seq"}.get(rec.get("learned_metric")),
+            "learned_metric": {m: METRIC_SHORT[m] for m in ("token_acc", "seq_acc")}.get(rec.get("learned_metric")),
             "base_learned": (base or {}).get("learned") if isinstance(base, dict) else None,
             "fs_learned": (fs or {}).get("learned") if isinstance(fs, dict) else None,
             "config_json": json.dumps(rec.get("config") or {}, sort_keys=True),
             "settle_round": _settle(rec, "round"), "settle_horizon": _settle(rec, "horizon"),
         }
-        for short, key in (("acc", "token_acc"), ("loss", "loss"), ("seq", "seq_acc")):
-            b, f = _run_metric(base, key), _run_metric(fs, key)
-            row[f"base_{short}"], row[f"fs_{short}"], row[f"d_{short}"] = b, f, f - b
+        for key, short in METRIC_SHORT.items():
+            d = paired_delta(rec, key)
+            row[f"base_{short}"], row[f"fs_{short}"] = _run_metric(base, key), _run_metric(fs, key)
+            row[DELTA_NAMES[key]] = math.nan if d is None else d
         rows.append(row)
     if old_semantics:
         out.notes.append(f"{path}: {old_semantics} record(s) of input-gate configurations made under an "

@@ -63,8 +63,41 @@ from .errors import AnalysisInputError
 SCHEMA = "fsray.paired/1"
 STAGES = ("selection", "confirmation", "train", "import")
 STATUSES = ("ok", "failed", "noop")
-METRICS = ("token_acc", "loss", "seq_acc")
-DELTA_NAMES = {"token_acc": "d_acc", "loss": "d_loss", "seq_acc": "d_seq"}
+MODES = ("no_fs", "prompt_fs")              # RunResult.mode: the baseline run, the FS run
+METRICS = ("token_acc", "loss", "seq_acc")  # what a RunResult measures (at its best evaluation)
+# Their short names: report columns (base_acc, fs_acc, d_acc, ...), ``fsray report --metric``, a
+# search's ``objective.metric``.
+METRIC_SHORT = {"token_acc": "acc", "loss": "loss", "seq_acc": "seq"}
+METRIC_OF_SHORT = {short: metric for metric, short in METRIC_SHORT.items()}
+METRIC_TEXT = {"acc": "token accuracy", "loss": "loss", "seq": "sequence accuracy"}  # by short name
+DELTA_NAMES = {metric: f"d_{short}" for metric, short in METRIC_SHORT.items()}     # paired-delta columns
+
+
+def task_label(name: str, options: dict | None) -> str:
+    """A record's ``task``, its grouping key: the task's name, plus the ordering option when there
+    is one (``kv_retrieval/query_after``)."""
+    for key in ("order", "ordering"):
+        if options and key in options:
+            return f"{name}/{options[key]}"
+    return name
+
+
+def mode_name(fs) -> str:
+    """The RunResult mode of a run with FS configuration ``fs`` (None: the no_fs baseline)."""
+    return "prompt_fs" if fs is not None else "no_fs"
+
+
+def run_metric(run: Any, metric: str) -> float | None:
+    """A run's ``metric`` as a finite float; None where the run or the value is missing or not one."""
+    return _finite_or_none(run.get(metric)) if isinstance(run, dict) else None
+
+
+def paired_delta(rec: dict, metric: str) -> float | None:
+    """The paired delta of a record: ``fs - baseline`` of ``metric`` (deltas are always that way
+    round); None where either run lacks a finite value. Status is the caller's business (a no-op
+    counts as 0 in a search, a failed seed as no seed)."""
+    base, fs = run_metric(rec.get("baseline"), metric), run_metric(rec.get("fs"), metric)
+    return None if base is None or fs is None else fs - base
 
 
 FS_SEMANTICS = 2
@@ -117,7 +150,7 @@ def validate_record(rec: Any, where: str = "record") -> dict:
             run = rec.get(side)
             if not isinstance(run, dict):
                 raise AnalysisInputError(f"{where}: status ok but {side!r} run is missing")
-            if _finite_or_none(run.get("token_acc")) is None:
+            if run_metric(run, "token_acc") is None:
                 raise AnalysisInputError(f"{where}: {side}.token_acc is missing or not finite")
     return rec
 

@@ -28,8 +28,9 @@ import pandas as pd
 from . import bimodal, multiplicity, stats, verdict
 from .errors import AnalysisInputError
 from .loaders import Loaded
+from .schema import METRIC_TEXT
 
-METRICS = {"acc": "token accuracy", "loss": "loss", "seq": "sequence accuracy"}
+METRICS = METRIC_TEXT   # the metrics by short name (analysis.schema)
 FORMATS = ("table", "md", "html", "csv", "json")
 DASH = "—"
 STAGE_ORDER = {"selection": 0, "confirmation": 1, "train": 2, "import": 3}

@@ -71,6 +71,7 @@ from scipy import stats as sps
 
 from . import sequential
 from .errors import AnalysisInputError
+from .schema import paired_delta
 from .sequential import MIN_SEEDS, RHO
 
 VERDICTS = ("helps", "hurts", "no effect", "undecided", "no-op")
@@ -213,10 +214,10 @@ def settle_state(records: Iterable[dict], metric: str = "token_acc") -> SettleSt
             continue
         if rec.get("status") != "ok":
             continue
-        b, f = (rec.get("baseline") or {}).get(metric), (rec.get("fs") or {}).get(metric)
-        if b is None or f is None:
+        d = paired_delta(rec, metric)
+        if d is None:
             continue
-        per.setdefault(key, []).append((rnd, i, float(f) - float(b)))
+        per.setdefault(key, []).append((rnd, i, d))
     deltas, looks = {}, {}
     for key, rows in per.items():
         rows.sort()

@@ -37,6 +37,8 @@ from typing import Callable, Sequence
 
 import ray
 
+from analysis.schema import mode_name
+
 from .errors import RunFailed, UsageError, first_line
 from .fsconfig import FSConfig
 from .storage import join_location
@@ -159,7 +161,7 @@ class Dispatcher:
             return
         job["attempts"] += 1
         where = f"{job['tag']} " if job["tag"] else ""
-        mode = "prompt_fs" if job["fs"] else "no_fs"
+        mode = mode_name(job["fs"])
         if job["attempts"] > self.max_retries:
             self._fail(job_id, f"seed run lost {job['attempts']} times (last: {reason} on node "
                                f"{node[:8]}); no retry left")
@@ -175,7 +177,7 @@ class Dispatcher:
         job = self.jobs.get(job_id, {})
         fut = self.futures.get(job_id)
         if fut is not None and not fut.done():
-            fut.set_result({"mode": "prompt_fs" if job.get("fs") else "no_fs", "status": "failed",
+            fut.set_result({"mode": mode_name(job.get("fs")), "status": "failed",
                             "failure": failure, "lost": True})
 
     async def _watch(self) -> None:
@@ -227,7 +229,7 @@ def run_seed_job(spec, seed: int, fs: FSConfig | None, device=None, checkpoint=N
     try:
         return run_mode(spec, seed, fs, device=device, checkpoint=checkpoint)
     except Exception as exc:  # noqa: BLE001 - the caller records it as a failure
-        return {"mode": "prompt_fs" if fs is not None else "no_fs", "status": "failed",
+        return {"mode": mode_name(fs), "status": "failed",
                 "failure": first_line(exc)}
 
 

@@ -9,20 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from analysis.schema import FS_SEMANTICS, SCHEMA, validate_record
+from analysis.schema import FS_SEMANTICS, SCHEMA, task_label, validate_record  # noqa: F401 - task_label: also from here
 from fsray.fsconfig import FSConfig, config_hash
 
 # Fields a context may give (all optional); anything else is a programming error.
 CONTEXT_FIELDS = ("chance", "learned_margin", "learned_metric", "baseline_key", "model", "budget",
                   "task_options", "code_version")
-
-
-def task_label(name: str, options: dict | None) -> str:
-    """Grouping key of a task in records: its name, plus the ordering option when there is one."""
-    for key in ("order", "ordering"):
-        if options and key in options:
-            return f"{name}/{options[key]}"
-    return name
 
 
 def utc_now() -> str:

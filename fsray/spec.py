@@ -24,16 +24,19 @@ EMBEDDED_BASE_FILE = ASSETS / "base_l2_d64.pth"
 
 
 # ----------------------------------------------------------------------------------- the spec
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A section of a spec or a search file: unknown keys are errors, not silently dropped."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class TaskSpec(_Strict):
+
+class TaskSpec(StrictModel):
     name: str = "kv_retrieval"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class ModelSpec(_Strict):
+class ModelSpec(StrictModel):
     """Either a tiny model from a config (trained from its seed's init) or a BlinkDL checkpoint."""
 
     n_layer: int = Field(2, ge=1)
@@ -49,7 +52,7 @@ class ModelSpec(_Strict):
         return self
 
 
-class BudgetSpec(_Strict):
+class BudgetSpec(StrictModel):
     steps: int = Field(400, ge=1)
     max_seconds: float | None = Field(None, gt=0)   # wall-clock cap (makes the run non-reproducible)
     batch_size: int = Field(64, ge=1)
@@ -63,14 +66,14 @@ class BudgetSpec(_Strict):
     betas: tuple[float, float] = (0.9, 0.99)
 
 
-class DataSpec(_Strict):
+class DataSpec(StrictModel):
     n_train: int = Field(8192, ge=1)
     n_val: int = Field(512, ge=1)
     eval_batch_size: int = Field(256, ge=1)
     data_seed: int = 0   # fixes the generated/loaded examples; the run seed only shuffles them
 
 
-class TrainSpec(_Strict):
+class TrainSpec(StrictModel):
     task: TaskSpec = Field(default_factory=TaskSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
@@ -127,13 +130,6 @@ def _code_version() -> str:
 
 
 CODE_VERSION = _code_version()
-
-
-def task_label(spec: TrainSpec) -> str:
-    """Grouping key of the task in records (``fsray.records.task_label``)."""
-    from .records import task_label as label
-
-    return label(spec.task.name, spec.task.options)
 
 
 def baseline_key(spec: TrainSpec, seed: int) -> str:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fsray.errors import UsageError
+from fsray.errors import UsageError, first_line
 
 PROBE_TIMEOUT_S = 30.0
 # the results of a run (what `fsray report` reads and what a person looks at); not Tune's state
@@ -98,7 +98,7 @@ def resolve(location: str | os.PathLike) -> ResolvedStorage:
     try:
         fs, path = pafs.FileSystem.from_uri(s)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid / OSError / ValueError
-        msg = _first_line(exc)
+        msg = first_line(exc, with_type=False)
         if "Unrecognized filesystem type" in msg or "unknown" in msg.lower():
             raise UsageError(f"storage path {s}: unknown scheme {_scheme(s)!r} (use a local or shared "
                              f"filesystem path, or s3://, gs://, abfs://, hdfs://)") from None
@@ -106,11 +106,6 @@ def resolve(location: str | os.PathLike) -> ResolvedStorage:
     if not path.strip("/"):
         raise UsageError(f"storage path {s}: name a bucket (and a prefix), e.g. {_scheme(s)}://BUCKET/fsray")
     return ResolvedStorage(s, fs, path.rstrip("/"), remote=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _no_credentials(uri: str) -> bool:
@@ -136,7 +131,7 @@ def _no_credentials(uri: str) -> bool:
 
 def _explain(uri: str, exc: BaseException) -> str:
     """One line for a failed probe."""
-    msg = _first_line(exc)
+    msg = first_line(exc, with_type=False)
     low = msg.lower()
     if _no_credentials(uri):
         # Without credentials the request goes out anonymous and what comes back varies by server
@@ -208,7 +203,7 @@ def check_storage(location: str | os.PathLike, timeout_s: float = PROBE_TIMEOUT_
         raise exc
     if exc is not None:
         if not st.remote:
-            raise UsageError(f"storage path {st.uri}: cannot write there ({_first_line(exc)})") from None
+            raise UsageError(f"storage path {st.uri}: cannot write there ({first_line(exc, with_type=False)})") from None
         raise UsageError(_explain(st.uri, exc)) from None
     _CHECKED[key] = st
     return st

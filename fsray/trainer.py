@@ -24,13 +24,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from analysis.schema import mode_name, task_label
+
 from . import fused
 from .data import Batch, TrainStream, collate, eval_batches, indices_digest, worker_slice
 from .errors import UsageError, first_line
 from .fsconfig import FSConfig
 from .spec import (  # noqa: F401 - the spec's names, also importable from here
     CODE_VERSION, EMBEDDED_BASE, EMBEDDED_BASE_FILE, BudgetSpec, DataSpec, ModelSpec, TaskSpec, TrainSpec,
-    baseline_key, embedded_default_spec, resolve_checkpoint, task_label,
+    baseline_key, embedded_default_spec, resolve_checkpoint,
 )
 from .storage import RunCheckpoint  # noqa: F401 - also importable from here
 
@@ -288,7 +290,7 @@ class _ModeRun:
         self.clip_grad_norm_ = torch.nn.utils.clip_grad_norm_ if spec.compile == "off" else fused.clip_grad_norm_
 
         self.result = {
-            "mode": "prompt_fs" if fs is not None else "no_fs", "status": "ok", "failure": None,
+            "mode": mode_name(fs), "status": "ok", "failure": None,
             "token_acc": None, "loss": None, "seq_acc": None, "best_step": None, "steps": 0,
             "tokens": 0, "seconds": 0.0, "curve": [], "learned": None, "cached": False,
             "seed": int(seed), "init_hash": init_hash, "data_hash": None,
@@ -420,8 +422,8 @@ def make_record(spec: TrainSpec, fs: FSConfig | None, seed: int, baseline: dict 
                "learned_metric": spec.learned_metric, "baseline_key": baseline_key(spec, seed),
                "model": spec.model.model_dump(), "budget": spec.budget.model_dump(),
                "task_options": spec.task.options, "code_version": CODE_VERSION}
-    return build_record(task_label(spec), fs, seed, baseline, fs_run, stage, trial_id, noop_reason,
-                        failure, context)
+    return build_record(task_label(spec.task.name, spec.task.options), fs, seed, baseline, fs_run, stage,
+                        trial_id, noop_reason, failure, context)
 
 
 def _safe_chance(spec: TrainSpec):

@@ -23,9 +23,10 @@ from typing import Callable
 
 import ray
 
+from analysis.schema import task_label
 from fsray.errors import CapacityLost, RunFailed, UsageError, first_line
 from fsray.fsconfig import FSConfig, config_hash
-from fsray.records import build_record, task_label
+from fsray.records import build_record
 from fsray.search import objective as obj
 from fsray.search.space import SearchSpace
 

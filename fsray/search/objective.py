@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from analysis import bimodal
+from analysis import bimodal, schema
 from fsray.search.space import ObjectiveSection, RacingSection
 
 
@@ -20,7 +20,7 @@ def paired_delta(rec: dict, metric_key: str) -> float | None:
         return 0.0
     if rec["status"] != "ok":
         return None
-    return float(rec["fs"][metric_key]) - float(rec["baseline"][metric_key])
+    return schema.paired_delta(rec, metric_key)
 
 
 def _learned(run: dict | None, rec: dict, metric_key: str, margin: float) -> bool | None:

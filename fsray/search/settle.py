@@ -5,19 +5,18 @@ so the error rates hold however many rounds it takes)."""
 from __future__ import annotations
 
 from fsray.errors import UsageError
-from fsray.records import task_label
+from analysis.schema import task_label
 from fsray.search.evaluate import StoreClient, evaluate_config
 from fsray.search.progress import Progress
 from fsray.search.rundir import run_dir_of
 from fsray.search.space import SearchSpace
-from fsray.search.summary import config_rows
+from fsray.search.summary import complete_rows, config_rows
 
 
 def shortlist(space: SearchSpace, records: list[dict]) -> list[dict]:
-    """The configurations a settling loop takes: the top ``settle.top_k`` real configurations that
-    finished every selection seed (never a no-op, never a raced or failed one)."""
-    rows = [r for r in config_rows(records, space) if r["status"] == "complete" and r["objective"] is not None]
-    return rows[: space.settle.top_k]
+    """The configurations a settling loop takes: the top ``settle.top_k`` complete real
+    configurations of the selection (``complete_rows``)."""
+    return complete_rows(config_rows(records, space))[: space.settle.top_k]
 
 
 def check_settle_only(space: SearchSpace, out: str | None) -> None:

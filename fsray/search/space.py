@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
+from fsray.spec import StrictModel
 
 FS_KNOBS = tuple(FSConfig.model_fields)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+_Strict = StrictModel   # the one strict base (fsray.spec): unknown keys are errors
 
 
 # --- FS knob distributions -------------------------------------------------------------------
@@ -126,7 +126,9 @@ class ObjectiveSection(_Strict):
 
     @property
     def delta_key(self) -> str:
-        return {"acc": "token_acc", "seq": "seq_acc"}[self.metric]
+        from analysis.schema import METRIC_OF_SHORT
+
+        return METRIC_OF_SHORT[self.metric]
 
 
 class SettleSection(_Strict):

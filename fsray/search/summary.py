@@ -49,10 +49,15 @@ def short_label(config: dict, knobs) -> str:
                     for k in knobs)
 
 
+def complete_rows(rows: list[dict]) -> list[dict]:
+    """The real configurations evaluated on every seed, best first (``rows`` are): never a no-op
+    (recorded, as A/A evidence, and listed apart), a raced or a failed one."""
+    return [r for r in rows if r["status"] == "complete" and r["objective"] is not None]
+
+
 def best_row(rows: list[dict]) -> dict | None:
-    """The incumbent: the best objective among real configurations evaluated on every seed. A
-    provable no-op is never the answer (it is recorded, as A/A evidence, and listed apart)."""
-    done = [r for r in rows if r["status"] == "complete" and r["objective"] is not None]
+    """The incumbent: the best objective among the complete real configurations."""
+    done = complete_rows(rows)
     return done[0] if done else None
 
 
