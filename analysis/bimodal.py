@@ -1,6 +1,6 @@
 """All-or-nothing seeds: split an FS effect into breakthrough rate and quality given breakthrough.
 
-Small models learn a task on some seeds and stay at chance on others (SPEC §8). A paired delta then
+Small models learn a task on some seeds and stay at chance on others (docs/DESIGN.md §6). A paired delta then
 mixes two questions: does FS change *how often* a seed breaks through, and, when both runs break
 through, does FS change *how well* they do? Per configuration, from paired runs:
 

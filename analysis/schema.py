@@ -11,7 +11,7 @@ Record, schema ``fsray.paired/1``::
       "schema": "fsray.paired/1",
       "task": "kv_retrieval/query_after",     # task name + ordering option, a grouping key
       "config": {...},                         # FS knobs (FSConfig.model_dump()), or {} for plain pairs
-      "config_hash": "1a2b3c4d5e6f",          # fsray.fs.config_hash(config), 12 hex chars
+      "config_hash": "1a2b3c4d5e6f",          # fsray.fsconfig.config_hash(config), 12 hex chars
       "config_label": "lstart=1 alpha=-2 ...", # short human label (optional)
       "seed": 0,                                # int, required
       "stage": "selection",                    # selection | confirmation | train (fsray train) | import
@@ -44,7 +44,7 @@ Paired deltas are always ``fs - baseline``: d_acc (token accuracy), d_loss, d_se
 ``fs_semantics`` says what the FS knobs in ``config`` meant when the record was made; a record
 without it predates the field and is version 1. Version 1 (fsray before 2026-12-02) computed the input
 gate as a product of two sigmoids over layer i's ln1 output; version 2 is the researchers' definition
-(SPEC §4: one sigmoid over the sum, on layer i's input). Per-head records of version 1 carry an
+(docs/DESIGN.md §3: one sigmoid over the sum, on layer i's input). Per-head records of version 1 carry an
 explicit ``head_alpha_init`` (then 0.0), which version 2 honours, so only input-gate records changed
 meaning: ``semantics_mismatch`` names them, and readers keep them apart (never pooled with version 2).
 """

@@ -7,7 +7,7 @@ once, so its error rates, power and seeds used can be measured (``tests/test_ver
 ``fixed_verdicts`` is the single-look design at ``n`` seeds with the whole alpha.
 
 Paired-delta models: ``normal_deltas`` (seed noise like the researchers', sd 0.01-0.08) and
-``bimodal_deltas`` (all-or-nothing seeds: a run learns, metric ~0.9, or stays at chance; SPEC §8).
+``bimodal_deltas`` (all-or-nothing seeds: a run learns, metric ~0.9, or stays at chance; docs/DESIGN.md §6).
 """
 
 from __future__ import annotations

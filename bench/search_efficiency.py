@@ -1,6 +1,6 @@
 """Search efficiency on the simulated trainable: fsray's protocol vs the researchers'.
 
-The researchers' protocol (SPEC §6): every candidate gets a fresh no_fs baseline and every seed,
+The researchers' protocol (docs/DESIGN.md §5): every candidate gets a fresh no_fs baseline and every seed,
 and the candidate with the best mean delta wins. fsray's: baselines trained once per seed and
 shared, seeds raced against the incumbent, the winner chosen by the lower bound of its interval.
 Both see the SAME candidates (Optuna's random sampler, same seed per repetition) so the comparison

@@ -1,4 +1,4 @@
-"""BlinkDL RWKV-7 checkpoints (``.pth``: a flat state dict, SPEC §3): load and save.
+"""BlinkDL RWKV-7 checkpoints (``.pth``: a flat state dict, docs/DESIGN.md §2): load and save.
 
 A checkpoint is data, never code: ``torch.load(weights_only=True)``. Every problem with a file
 raises one ``UsageError`` line naming the file and what is wrong with it.

@@ -69,7 +69,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "examples:\n"
             "  fsray tune search_spaces/demo_cpu.yaml        # the embedded default search\n"
             "  fsray report runs/demo_cpu                    # stability report of a run\n"
-            "  fsray report ../shared/fixtures/upstream_results --format html --out report.html\n"
+            "  fsray report examples/ --format html --out report.html   # the researchers' file shapes\n"
             "  fsray train --task kv_retrieval --order query_after --seeds 0,1,2\n"
             "  fsray pretrain --out base.pth                 # rebuild the shipped base checkpoint\n"
             "\nrun 'fsray COMMAND --help' for each command's options and examples."

@@ -1,6 +1,6 @@
 """Future-Seed: the one place where a layer's initial WKV state is seeded from the layer below.
 
-``FutureSeed.seed`` applies SPEC §4 to the terminal state of layer i-1 on the same prompt::
+``FutureSeed.seed`` applies docs/DESIGN.md §3 to the terminal state of layer i-1 on the same prompt::
 
     base = prev.detach() if fs_detach else prev
     if fs_norm: base = base / rms(base over N x N, per head).clamp_min(1e-6)

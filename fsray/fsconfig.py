@@ -1,4 +1,4 @@
-"""The Future-Seed configuration: every knob of SPEC §4 in one validated object.
+"""The Future-Seed configuration: every knob of docs/DESIGN.md §3 in one validated object.
 
 The injection itself lives in ``fsray.fs`` (one place); this module is torch-free so the tuner, the
 CLI and the YAML loader can validate configurations without importing torch.
@@ -26,7 +26,7 @@ class FSConfig(BaseModel):
             (* sigmoid(alpha_head[i, h]) if fs_variant == "head")
         fs = base * g; if fs_clip > 0: fs = fs.clamp(-fs_clip, fs_clip)
 
-    These are the researchers' semantics (their ``rwkv7_g1d.py``; SPEC §4): records made with them
+    These are the researchers' semantics (their ``rwkv7_g1d.py``; docs/DESIGN.md §3): records made with them
     carry ``fs_semantics`` = ``analysis.schema.FS_SEMANTICS``.
     """
 

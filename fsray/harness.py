@@ -1,6 +1,6 @@
 """The one Ray Train harness: long-lived worker groups that train seed runs on demand.
 
-A ``TorchTrainer.fit()`` costs 14-20 s of fixed overhead on a small machine (SPEC §8), about as much
+A ``TorchTrainer.fit()`` costs 14-20 s of fixed overhead on a small machine (docs/DESIGN.md §6), about as much
 as a seed run of the embedded default, so a fit is never paid per run. ``SeedRunHarness`` starts
 ``groups`` fits up front (one per run that should train at once; each a worker group of ``workers``
 Ray Train workers, DDP inside a run when > 1) whose training function asks for a job, trains it with

@@ -1,4 +1,4 @@
-"""RWKV-7 ("Goose") in torch, with Future-Seed on the prompt pass (SPEC §2, §4).
+"""RWKV-7 ("Goose") in torch, with Future-Seed on the prompt pass (docs/DESIGN.md §1, §3).
 
 Module and parameter names follow BlinkDL's checkpoints exactly (``blocks.3.att.x_r``, ...), so
 ``state_dict()`` minus ``future_seed.*`` is a BlinkDL ``.pth`` (see ``fsray.checkpoint``).

@@ -82,7 +82,7 @@ def test_fs_changes_exactly_the_seeded_layers():
 
 
 def reference_seed(prev, cfg: FSConfig, layer, n_layer, alpha, alpha_head=None, x_last=None, w=None, b=None):
-    """SPEC §4 written out with numpy, one sample and head at a time."""
+    """docs/DESIGN.md §3 written out with numpy, one sample and head at a time."""
     prev = prev.detach().double().numpy()
     out = np.zeros_like(prev)
     sched = cfg.schedule(layer, n_layer)
@@ -197,7 +197,7 @@ def test_gates_at_their_start_follow_the_researchers_defaults():
     fs = FutureSeed(cfg, L, H, C)
     assert torch.equal(fs.alpha_head, torch.full((L, H), -2.0))
     torch.testing.assert_close(fs.seed(1, prev), prev * sig * sig)
-    assert float(sig * sig) == pytest.approx(0.01421, abs=1e-5)  # SPEC rounds it to 0.12^2 = 0.0144
+    assert float(sig * sig) == pytest.approx(0.01421, abs=1e-5)  # docs/DESIGN.md §3 rounds it to 0.0144
     # an explicit start still wins
     fs = FutureSeed(FSConfig(fs_variant="head", head_alpha_init=0.0, **plain), L, H, C)
     torch.testing.assert_close(fs.seed(1, prev), prev * sig * 0.5)

@@ -56,7 +56,7 @@ def test_fixture_blocks_cover_every_paired_summary(upstream_dir):
 
 
 def test_spec_table_figures_recovered(upstream_dir):
-    """SPEC §6's table, recomputed from the seed lines."""
+    """docs/DESIGN.md §5's table, recomputed from the seed lines."""
     blocks = {(Path(b.source).name, b.label): legacy.recompute_block(b)
               for b in _all_blocks(upstream_dir)}
     arc = blocks[("_summary_arc_optionsfirst_stabilized_r2.txt", "L=512")]

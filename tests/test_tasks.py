@@ -118,7 +118,7 @@ def test_kv_content_and_order(order):
         assert all(v == str(int(v)) and 0 <= int(v) <= 99 for v in pairs.values())
         assert answer == pairs[query] + "\n"
         lengths.append(len(prompt))
-    # SPEC §8's learnable setting: prompts of 22-36 byte tokens (4 one-digit pairs make 22)
+    # docs/DESIGN.md §6's learnable setting: prompts of 22-36 byte tokens (4 one-digit pairs make 22)
     assert min(lengths) >= 22 and max(lengths) == 36
     short = get_task("kv_retrieval", order=order, n_pairs=4, value_len=1).build(TOK, "train", 5, 1)
     assert {len(e.prompt) for e in short} == {22}

@@ -60,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the shape: a shape flag that disagrees with it is an error)")
     b.add_argument("--tokenizer", choices=["byte", "world"], default=None)
     b.add_argument("--wkv-backend", default=None)
-    f = p.add_argument_group("Future-Seed knobs (SPEC §4)")
+    f = p.add_argument_group("Future-Seed knobs (docs/DESIGN.md §3)")
     for name, field in FSConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         if field.annotation is bool:

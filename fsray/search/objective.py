@@ -70,7 +70,8 @@ def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
 
 
 def _breakthrough_lower_bound(records: list[dict], objective: ObjectiveSection) -> float | None:
-    """Lower bound of the change in breakthrough rate (share of seeds that learn), issue 7."""
+    """Lower bound of the change in breakthrough rate (share of seeds that learn): the paired 2x2
+    table of learned / not learned per seed (``analysis.bimodal``)."""
     key = objective.delta_key
     both = only_fs = only_base = neither = 0
     for rec in records:

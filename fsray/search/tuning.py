@@ -197,7 +197,7 @@ def trial_resources(space: SearchSpace):
     if space.trainable == "simulated":
         return {"cpu": 1}
     # The trial only drives Ray Train workers, which hold the CPUs/GPUs; a trial holding a CPU of
-    # its own would starve them on a 2-CPU machine (SPEC §8). It runs on the driver's node (a
+    # its own would starve them on a 2-CPU machine (docs/DESIGN.md §6). It runs on the driver's node (a
     # sliver of that node's own resource), so losing a worker node never takes a trial with it:
     # only the seed run there is lost, and the harness runs it again elsewhere.
     return tune.PlacementGroupFactory([{"CPU": 0, "memory": 2**20, driver_node_resource(): 0.001}])

@@ -10,7 +10,7 @@ query_first puts the ``Q:b`` line before the document. Answer: the value then a 
 one fixed format whatever the order. Keys are distinct within a document, so are values.
 
 With the defaults (4-6 pairs, 1-letter keys, values 0-99 written without leading zeros) a prompt is
-22-36 bytes: the setting that learns on a CPU (SPEC §8).
+22-36 bytes: the setting that learns on a CPU (docs/DESIGN.md §6).
 
 Chance (``chance``): the guesser answers one of the document's values, uniformly. The query's value
 is uniform over all values (by symmetry of the draw), so with n pairs the guess is right with
