@@ -39,7 +39,7 @@ import ray
 
 from analysis.schema import mode_name
 
-from .errors import RunFailed, UsageError, first_line
+from .errors import UsageError, first_line
 from .fsconfig import FSConfig
 from .storage import join_location
 
@@ -409,16 +409,26 @@ class SeedRunHarness(HarnessClient):
         self.close()
 
 
-def train_runs(spec, jobs: Sequence[tuple[int, FSConfig | None]], workers: int = 1, groups: int = 1,
-               use_gpu: bool = False, storage_path: str | None = None) -> list[dict]:
-    """Run ``jobs`` on a short-lived harness (``fsray train``); raises RunFailed if a run was lost."""
-    with SeedRunHarness(spec, groups=groups, workers=workers, use_gpu=use_gpu,
-                        storage_path=storage_path, name="train") as harness:
-        results = harness.run_many(jobs)
-    lost = [r for r in results if r.get("lost")]
-    if lost:
-        raise RunFailed(lost[0]["failure"])
-    return results
+def train_paired(spec, seeds: Sequence[int], fs: FSConfig | None,
+                 on_seed: Callable[[int, dict, dict | None], None], workers: int = 1,
+                 storage_path: str | None = None) -> None:
+    """The paired runs of ``fsray train --ray-workers``: every run of ``seeds`` (no_fs, and prompt_fs
+    unless ``fs`` is None) submitted at once to one short-lived worker group of ``workers`` workers
+    (DDP inside each run); ``on_seed(seed, baseline, fs_run)`` gets each seed's runs in seed order,
+    as soon as both are back. Starts (or joins, with RAY_ADDRESS) Ray when it is not running."""
+    from .cluster import start_ray
+
+    started = start_ray()
+    try:
+        with SeedRunHarness(spec, groups=1, workers=workers, name="train", storage_path=storage_path) as harness:
+            modes = (None,) if fs is None else (None, fs)
+            jobs = {s: [harness.submit(s, m) for m in modes] for s in seeds}
+            for s in seeds:
+                runs = [harness.result(j) for j in jobs[s]]
+                on_seed(s, runs[0], runs[1] if fs is not None else None)
+    finally:
+        if started:
+            ray.shutdown()
 
 
-__all__ = ["Dispatcher", "HarnessClient", "SeedRunHarness", "run_seed_job", "train_runs", "CLOSED"]
+__all__ = ["Dispatcher", "HarnessClient", "SeedRunHarness", "run_seed_job", "train_paired", "CLOSED"]

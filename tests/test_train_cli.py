@@ -67,3 +67,33 @@ def test_checkpoint_none_trains_the_flags_shape_from_its_init(capsys):
     assert main(["train", "--checkpoint", "none", "--d-model", "60", "--head-size", "16"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "60" in err[0] and "16" in err[0]
+
+
+def test_ray_workers_train_the_same_records_through_the_harness(ray_local, tmp_path, capsys):
+    """`fsray train --ray-workers 1` (fsray.harness.train_paired: one short-lived worker group)
+    writes the records the in-process loop writes, one per seed in seed order, equal to float
+    rounding (the same process-independent initial weights and data order)."""
+    import json
+    import math
+
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({
+        "task": {"name": "kv_retrieval", "options": {"order": "query_after"}},
+        "model": {"n_layer": 2, "d_model": 32, "head_size": 8, "checkpoint": None},
+        "budget": {"steps": 4, "batch_size": 16, "eval_every": 2, "warmup": 1},
+        "data": {"n_train": 64, "n_val": 32, "eval_batch_size": 32},
+        "wkv_backend": "torch",
+        "fs": {"fs_layer_start": 1, "alpha_init": 0.0, "alpha_lr": 1e-2},
+        "seeds": [1, 0],
+    }))
+    local, remote = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert main(["train", "--config", str(config), "--out", str(local), "--quiet"]) == 0
+    assert main(["train", "--config", str(config), "--out", str(remote), "--ray-workers", "1"]) == 0
+    a, b = ([json.loads(line) for line in p.read_text().splitlines()] for p in (local, remote))
+    assert [r["seed"] for r in b] == [r["seed"] for r in a] == [1, 0]
+    for ra, rb in zip(a, b):
+        assert ra["status"] == rb["status"] == "ok" and ra["config_hash"] == rb["config_hash"]
+        for side in ("baseline", "fs"):
+            assert ra[side]["mode"] == rb[side]["mode"] and ra[side]["data_hash"] == rb[side]["data_hash"]
+            for key in ("token_acc", "loss", "seq_acc"):
+                assert math.isclose(ra[side][key], rb[side][key], rel_tol=1e-6, abs_tol=1e-6), (side, key)

@@ -222,24 +222,11 @@ def run(args) -> int:
         print(_summary_line(rec), flush=True)
 
     if args.ray_workers and args.ray_workers > 0:
-        import ray
+        from fsray.harness import train_paired
 
-        from fsray.cluster import start_ray
-        from fsray.harness import SeedRunHarness
-
-        started = start_ray()
-        try:
-            # one worker group of --ray-workers workers (DDP inside each run); every run submitted
-            # at once, each seed's record written the moment both of its runs are back
-            with SeedRunHarness(spec, groups=1, workers=args.ray_workers, name="train",
-                                storage_path=str(Path(args.out).resolve().parent / "ray_train")) as harness:
-                jobs = {s: [harness.submit(s, m) for m in ((None, fs) if fs_jobs else (None,))] for s in seeds}
-                for s in seeds:
-                    runs = [harness.result(j) for j in jobs[s]]
-                    emit(s, runs[0], runs[1] if fs_jobs else None)
-        finally:
-            if started:
-                ray.shutdown()
+        # each seed's record written the moment both of its runs are back
+        train_paired(spec, seeds, fs if fs_jobs else None, emit, workers=args.ray_workers,
+                     storage_path=str(Path(args.out).resolve().parent / "ray_train"))
     else:
         progress = _progress_printer(args.quiet)
         for seed in seeds:
