@@ -16,8 +16,8 @@ Factors. Every paired row is described by factors, split in two sides:
   repeat), every other task option, and the researchers' other settings (``bsz``, ``L`` of a
   block, ...).
 
-A configuration at a level is everything but KEY (for KEY ``task``: the FS side only, as the task's
-own options come with the task), and the stage. A contrast is made for every configuration present
+A configuration at a level is everything but KEY (for KEY ``task``: the FS side and the ordering
+only, as the task's own options come with the task), and the stage. A contrast is made for every configuration present
 at both levels.
 
 Pairing. Where the two levels share seeds and the records say both started from the same initial
@@ -340,8 +340,8 @@ def _m(v) -> str:
 
 
 def _identity(fs_side: dict, task_side: dict, key: str) -> tuple:
-    if key == "task":
-        return tuple(sorted(fs_side.items()))
+    if key == "task":  # a task's own options come with it; its ordering is held fixed
+        return (tuple(sorted(fs_side.items())), task_side.get("order"))
     return (tuple(sorted((k, v) for k, v in fs_side.items() if k != key)),
             tuple(sorted((k, v) for k, v in task_side.items() if k != key)))
 
@@ -350,7 +350,7 @@ def _describe(task_side: dict, key: str, config_label: str) -> str:
     """A configuration as printed: its task (name, ordering, prompt length; KEY left out) and its
     label."""
     if key == "task":
-        return config_label
+        return " · ".join(p for p in (task_side.get("order", ""), config_label) if p)
     words = [task_side[k] if k == "task" else f"{k}={task_side[k]}"
              for k in ("task", "order", "L", "max_prompt_len") if k in task_side and k != key]
     return " · ".join(p for p in (" ".join(words), config_label) if p)
