@@ -26,6 +26,7 @@ from analysis.sequential import MIN_SEEDS
 from fsray.fsconfig import config_hash
 from fsray.search.evaluate import evaluate_config
 from fsray.search.space import SearchSpace
+from fsray.search.store import RESULTS
 
 METRIC = {"acc": "acc", "seq": "seq"}
 
@@ -34,7 +35,8 @@ def judge(space: SearchSpace, run_dirs: list[Path]) -> tuple[dict[str, dict], in
     """The contrast of every configuration settled in ``run_dirs`` (by configuration hash: the
     row of ``analysis.contrast.build`` on the fresh (confirmation) seeds), and the last settling
     round recorded (-1: none)."""
-    loaded = load([str(p) for p in run_dirs if Path(p).exists()])
+    # the results files themselves: one level's run directory may hold the other's
+    loaded = load([str(Path(p) / RESULTS) for p in run_dirs if (Path(p) / RESULTS).exists()])
     df = loaded.df
     data = df[(df["status"] == "ok") & (df["stage"] == "confirmation")]
     data = data[data[f"d_{space.objective.metric}"].notna()]
