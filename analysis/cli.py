@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="difference of FS effects between two levels of KEY (order, a task "
                              "option, task, an FS knob), per configuration present at both; "
                              "KEY=A,B picks the levels (A - B); repeatable (analysis.contrast)")
+    parser.add_argument("--contrast-pairing", default="auto", choices=("auto", "seed", "welch"),
+                        help="--contrast: pair seed s at A with seed s at B when the records show "
+                             "the same initial weights (auto, default); also where they are not "
+                             "recorded (seed: you know they are); never (welch)")
     parser.add_argument("--across-tasks", action="store_true",
                         help="random-effects summary of FS's effect over tasks: pooled effect, "
                              "tau^2, I^2, Q, prediction interval for a new task (analysis.meta)")
@@ -117,7 +121,7 @@ def _sections(report, args: argparse.Namespace) -> None:
     for text in args.contrast or ():
         report.contrasts.append(contrast.build(report.data, contrast.ContrastSpec.parse(text),
                                                metric=o.metric, delta=o.delta, level=o.level,
-                                               horizon=o.horizon))
+                                               horizon=o.horizon, pairing=args.contrast_pairing))
     if args.across_tasks:
         report.meta = meta.build(report.data, metric=o.metric, method=args.tau2, level=o.level)
 

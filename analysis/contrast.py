@@ -356,12 +356,19 @@ def _describe(task_side: dict, key: str, config_label: str) -> str:
     return " · ".join(p for p in (" ".join(words), config_label) if p)
 
 
+PAIRINGS = ("auto", "seed", "welch")
+
+
 def build(data: pd.DataFrame, spec: ContrastSpec, *, metric: str = "acc",
           delta: float = verdict_mod.DEFAULT_DELTA, level: float = 0.95,
-          horizon: int = verdict_mod.DEFAULT_HORIZON) -> Contrasts:
+          horizon: int = verdict_mod.DEFAULT_HORIZON, pairing: str = "auto") -> Contrasts:
     """Every contrast of ``spec`` in ``data`` (the paired seeds of a report, status ok). Raises
     AnalysisInputError for an unknown KEY, a KEY with fewer than two levels, and levels without a
-    configuration in common."""
+    configuration in common. ``pairing``: "auto" (the rule of the module doc), "seed" (pair on the
+    shared seeds even where the initial weights are not recorded: the caller knows seed s started
+    alike at both levels; recorded weights that differ still forbid it), "welch" (never pair)."""
+    if pairing not in PAIRINGS:
+        raise AnalysisInputError(f"--contrast-pairing must be one of {PAIRINGS}, got {pairing!r}")
     dcol = f"d_{metric}"
     if data.empty:
         raise AnalysisInputError("--contrast: no paired seed to contrast")
@@ -400,7 +407,7 @@ def build(data: pd.DataFrame, spec: ContrastSpec, *, metric: str = "acc",
                     pairs_seen += 1
                     hz = horizon_of.loc[[*ca.index, *cb.index]].dropna()
                     rows.append(_one(ca, cb, la, lb, key, dcol, delta, level,
-                                     int(hz.max()) if len(hz) else horizon))
+                                     int(hz.max()) if len(hz) else horizon, pairing))
     if not pairs_seen:
         raise AnalysisInputError(f"--contrast {key}: no configuration is present at both levels "
                                  f"({' and '.join(present)}); each level's configurations differ "
@@ -415,22 +422,27 @@ def build(data: pd.DataFrame, spec: ContrastSpec, *, metric: str = "acc",
     return Contrasts(key=key, metric=metric, delta=delta, level=level, rows=df, notes=notes)
 
 
-def pairing_of(ca: pd.DataFrame, cb: pd.DataFrame) -> tuple[bool, str, list[int]]:
+def pairing_of(ca: pd.DataFrame, cb: pd.DataFrame, pairing: str = "auto") -> tuple[bool, str, list[int]]:
     """(paired, why, shared seeds) of two cells: paired by seed where they share seeds and every
-    shared seed started from the same recorded initial weights at both levels."""
+    shared seed started from the same recorded initial weights at both levels (``pairing``: see
+    ``build``)."""
     sa, sb = set(ca["seed"].astype(int)), set(cb["seed"].astype(int))
     shared = sorted(sa & sb)
+    if pairing == "welch":
+        return False, "asked (--contrast-pairing welch)", shared
     if len(shared) < 2:
         return False, ("no shared seeds" if not shared else "one shared seed"), shared
     ia = dict(zip(ca["seed"].astype(int), ca["init_hash"]))
     ib = dict(zip(cb["seed"].astype(int), cb["init_hash"]))
-    if any(not isinstance(ia.get(s), str) or not isinstance(ib.get(s), str) for s in shared):
+    known = all(isinstance(ia.get(s), str) and isinstance(ib.get(s), str) for s in shared)
+    if known and any(ia[s] != ib[s] for s in shared):
+        return False, f"{len(shared)} shared seeds, but the initial weights differ", shared
+    if not known and pairing != "seed":
         return False, (f"{len(shared)} shared seeds, but the initial weights are not recorded: "
                        "cannot tell that seed s started alike at both levels"), shared
-    if any(ia[s] != ib[s] for s in shared):
-        return False, f"{len(shared)} shared seeds, but the initial weights differ", shared
     dropped = len(sa | sb) - len(shared)
-    why = f"{len(shared)} shared seeds with the same initial weights"
+    why = (f"{len(shared)} shared seeds with the same initial weights" if known else
+           f"{len(shared)} shared seeds, initial weights not recorded (asked: --contrast-pairing seed)")
     if dropped:
         why += f" ({dropped} unshared seed(s) left out)"
     return True, why, shared
@@ -441,8 +453,8 @@ def _ordered(c: pd.DataFrame, dcol: str) -> pd.DataFrame:
     return c.assign(_r=rounds.to_numpy()).sort_values(["_r", "seed"], kind="stable")
 
 
-def _one(ca, cb, la, lb, key, dcol, delta, level, horizon) -> dict:
-    paired, why, shared = pairing_of(ca, cb)
+def _one(ca, cb, la, lb, key, dcol, delta, level, horizon, pairing="auto") -> dict:
+    paired, why, shared = pairing_of(ca, cb, pairing)
     ca, cb = _ordered(ca, dcol), _ordered(cb, dcol)
     if paired:
         ca = ca[ca["seed"].astype(int).isin(shared)]

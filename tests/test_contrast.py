@@ -345,3 +345,18 @@ def test_upstream_sudoku_pooled_by_hand(upstream_dir, monkeypatch, capsys, tmp_p
     mu, se, tau2, q = _dl(eff, var)
     assert m["k"] == 4 and (m["mu"], m["se"], m["tau2"], m["q"]) == pytest.approx(
         (mu, se, tau2, q), rel=1e-6)
+
+
+@pytest.mark.parametrize("init,pairing,paired", [
+    ("none", "seed", True),      # asked: the caller knows the seeds started alike
+    ("differ", "seed", False),   # recorded weights that differ still forbid pairing
+    ("same", "welch", False),
+])
+def test_contrast_pairing_option(tmp_path, init, pairing, paired):
+    rep = _report(tmp_path, ordered_records(EFFECTS, init=init))
+    c = contrast.build(rep.data, contrast.ContrastSpec("order"), pairing=pairing)
+    r = c.rows.iloc[0]
+    a, b = _deltas(rep, ORDERS[0], r["config_hash_a"]), _deltas(rep, ORDERS[1], r["config_hash_a"])
+    ref = sps.ttest_rel(a, b) if paired else sps.ttest_ind(a, b, equal_var=False)
+    assert (r["pairing"] == contrast.PAIRED) == paired
+    assert r["p"] == pytest.approx(ref.pvalue, rel=1e-9)
