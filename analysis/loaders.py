@@ -83,7 +83,7 @@ _IGNORED_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".html", ".htm", "
                      ".md", ".lock", ".db", ".sqlite", ".npz", ".npy", ".parquet", ".pyc"}
 # What an fsray search directory holds besides its results (fsray.search.driver): passed over in a
 # directory walk, as is any folder of Ray Tune experiment state.
-RUN_METADATA = {"space.json", "summary.json", "baselines.jsonl"}
+RUN_METADATA = {"space.json", "summary.json", "baselines.jsonl", "contrast.json"}
 
 
 def _is_tune_state(names: list[str]) -> bool:

@@ -100,4 +100,35 @@ def test_contrast_settles_to_the_true_verdict(tmp_path, extra, want):
     assert rep.rows.iloc[0]["looks"] == row["looks"]
     # resuming a settled contrast runs nothing more
     again, lines2, _ = _settle(tmp_path, space, [{"fs_layer_start": 8}])
-    assert again["rounds"] == 0 and lines2 == []
+    assert again["new_rounds"] == 0 and again["rounds"] == out["rounds"] and lines2 == []
+
+
+@pytest.mark.slow
+def test_fsray_tune_settles_a_search_contrast_end_to_end(ray_local, tmp_path, monkeypatch, capsys):
+    """`fsray tune FILE` with a contrast: selection at the first level, the shortlist at both
+    levels until the contrast decides; `fsray report RUN --contrast order` says the same."""
+    from fsray.cli import main
+
+    raw = json.loads(json.dumps(BASE))
+    raw.update({
+        "seeds": {"count": 3}, "racing": {"enabled": False},
+        "space": {"fs_layer_start": {"type": "categorical", "choices": [2, 8]}},
+        "search": {"sampler": "random", "sampler_seed": 0, "trials": 2, "concurrency": 1},
+        "settle": {"top_k": 1, "round_size": 2, "max_seeds_per_config": 16},
+        "baseline_cache": str(tmp_path / "cache"),
+    })
+    raw["simulated"]["level_effects"] = {"order": {"query_after": 0.03}}
+    path = tmp_path / "contrast.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    run = tmp_path / "run"
+    assert main(["tune", str(path), "--out", str(run)]) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    (row,) = summary["contrast"]["configs"].values()
+    assert row["verdict"] == "differs" and row["diff"] > 0 and row["pairing"] == acontrast.PAIRED
+    assert (run / "order=query_first" / "results.jsonl").exists()
+    capsys.readouterr()
+    assert main(["report", str(run), "--contrast", "order", "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["contrasts"][0]["rows"]
+    settled = [r for r in rows if r["stage"] == "confirmation"]
+    assert len(settled) == 1 and settled[0]["verdict"] == "differs"
+    assert settled[0]["p"] == pytest.approx(row["p"], rel=1e-9)

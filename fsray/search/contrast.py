@@ -17,6 +17,7 @@ all three.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +25,7 @@ from analysis import contrast as acontrast
 from analysis.loaders import load
 from analysis.sequential import MIN_SEEDS
 from fsray.fsconfig import config_hash
-from fsray.search.evaluate import evaluate_config
+from fsray.search.evaluate import StoreClient, evaluate_config, make_runner
 from fsray.search.space import SearchSpace
 from fsray.search.store import RESULTS
 
@@ -55,7 +56,8 @@ def judge(space: SearchSpace, run_dirs: list[Path]) -> tuple[dict[str, dict], in
 def settle_contrast(space: SearchSpace, shortlist: list[dict], levels: dict[str, tuple],
                     say: Callable[[str], None] = print) -> dict:
     """Settle the contrast of each configuration of ``shortlist`` (FS parameters, as a trial's).
-    Returns ``{"key", "levels", "configs": {config_hash: contrast row}, "rounds"}``."""
+    Returns ``{"key", "levels", "configs": {config_hash: contrast row}, "rounds" (in all),
+    "new_rounds" (run by this call)}``."""
     c, st = space.contrast, space.settle
     if c is None:
         raise ValueError("settle_contrast: the search has no contrast")
@@ -87,5 +89,54 @@ def settle_contrast(space: SearchSpace, shortlist: list[dict], levels: dict[str,
         said = "; ".join(f"{verdicts[h]['config_a']}: {verdicts[h]['verdict_label']}"
                          for h in open_ if h in verdicts)
         say(f"[tune] contrast {c.key} {c.levels[0]} - {c.levels[1]}, round {rounds - 1}: {said}")
-    return {"key": c.key, "levels": list(c.levels), "rounds": rounds - first,
+    return {"key": c.key, "levels": list(c.levels), "rounds": rounds, "new_rounds": rounds - first,
             "configs": {h: verdicts.get(h) for h in todo}}
+
+
+def level_dir(run_dir: Path, space: SearchSpace, level: str) -> Path:
+    """Where a search's second contrast level keeps its results: inside the run directory, so that
+    ``fsray report RUN --contrast KEY`` reads both levels."""
+    return Path(run_dir) / f"{space.contrast.key}={level}"
+
+
+def settle_search(space: SearchSpace, runner, store: StoreClient, run_dir: Path, progress,
+                  start_harness) -> dict | None:
+    """A search's contrast (``fsray.search.driver``): the selection ran at the first level (the
+    search's own run directory, ``runner`` and ``store``); its shortlist (``settle.top_k``) is
+    settled at both levels here, the second level with its own store, runner and (real trainable)
+    worker groups from ``start_harness(space, runner, run_dir, progress)``. Writes
+    ``<run>/contrast.json``; returns what ``settle_contrast`` returns (None: nothing shortlisted)."""
+    import ray
+
+    from fsray.search.settle import shortlist
+    from fsray.search.store import start_store_actor
+
+    c = space.contrast
+    first, second = c.levels
+    listed = shortlist(space.at_level(first), store.all_records())
+    if not listed:
+        progress.say("[tune] contrast: no configuration finished every selection seed: nothing to settle")
+        return None
+    params = [{k: r["config"][k] for k in space.space} for r in listed]
+    b_space, b_dir = space.at_level(second), level_dir(run_dir, space, second)
+    progress.say(f"[tune] contrast {c.key}: {len(params)} configuration(s) at {first} and {second} on "
+                 f"shared fresh seeds, rounds of {space.settle.round_size}, at most "
+                 f"{space.settle.max_seeds_per_config} seeds per level; {second} in {b_dir}")
+    actor = harness = None
+    b_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        actor = start_store_actor(b_dir, space.baseline_cache, space.objective.model_dump())
+        b_runner = make_runner(b_space, n_layer=runner.n_layer)
+        if space.trainable == "real":
+            harness = b_runner.client = start_harness(b_space, b_runner, b_dir, progress)
+        out = settle_contrast(space, params, {first: (runner, store, run_dir),
+                                              second: (b_runner, StoreClient(actor), b_dir)},
+                              say=progress.say)
+    finally:
+        if harness is not None:
+            harness.close()
+        if actor is not None:
+            ray.kill(actor)
+    out["run_dir"] = str(run_dir)
+    (Path(run_dir) / "contrast.json").write_text(json.dumps(out, indent=1, default=str) + "\n")
+    return out
