@@ -378,9 +378,7 @@ def build(data: pd.DataFrame, spec: ContrastSpec, *, metric: str = "acc",
     if key not in names:
         raise AnalysisInputError(f"--contrast {key!r}: no such factor in the input; factors: "
                                  f"{', '.join(names)}")
-    value = [t.get(key) if key != "task" and key not in f else (t["task"] if key == "task"
-                                                                else f.get(key))
-             for f, t in sides]
+    value = [t["task"] if key == "task" else f.get(key, t.get(key)) for f, t in sides]
     present = sorted({v for v in value if v is not None})
     if spec.levels:
         missing = [x for x in spec.levels if x not in present]
@@ -418,7 +416,9 @@ def build(data: pd.DataFrame, spec: ContrastSpec, *, metric: str = "acc",
              f"minus level B, per configuration present at both; interval {int(round(level * 100))}% "
              "(fixed sample); p: scipy ttest_rel (paired by seed) or ttest_ind(equal_var=False) "
              f"(Welch); TOST p: statsmodels ttost_paired / ttost_ind against ±{delta:g}; verdicts "
-             "spend the error over the looks of the design (as the configurations' verdicts)"]
+             "spend the error over the looks of the design (as the configurations' verdicts), "
+             "each contrast at its own alpha (no adjustment across configurations, none for a "
+             "search's selection: settle contrasts on fresh seeds)"]
     return Contrasts(key=key, metric=metric, delta=delta, level=level, rows=df, notes=notes)
 
 
