@@ -197,7 +197,7 @@ def meta_forest(result, metric: str = "acc", level: float = 0.95, max_tasks: int
     n = len(tasks)
     fig, ax = plt.subplots(figsize=(8, 1.6 + 0.3 * (n + 2)))
     w = tasks["weight"].to_numpy(float)
-    sizes = 20 + 180 * (w / w.max() if w.max() > 0 else w)
+    sizes = 15 + 110 * (w / w.max() if w.max() > 0 else w)
     for i, (_, t) in enumerate(tasks.iterrows()):
         y = n + 1 - i
         ax.plot([t["ci_lo"], t["ci_hi"]], [y, y], color="black", lw=1.2)
@@ -216,7 +216,8 @@ def meta_forest(result, metric: str = "acc", level: float = 0.95, max_tasks: int
     ax.set_xlabel(f"mean d_{metric} = prompt_fs - no_fs per task ({lvl}% intervals)")
     ax.set_title(f"{result.what} [{result.stage}]: {result.k} tasks, tau^2 {result.tau2:.3g}, "
                  f"I^2 {100 * result.i2:.0f}%", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    # under the axes: inside, it would hide the diamond (which sits at the bottom)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
     ax.set_ylim(-0.8, n + 1.6)
     return _png(fig, tight=True)
 

@@ -360,3 +360,11 @@ def test_contrast_pairing_option(tmp_path, init, pairing, paired):
     ref = sps.ttest_rel(a, b) if paired else sps.ttest_ind(a, b, equal_var=False)
     assert (r["pairing"] == contrast.PAIRED) == paired
     assert r["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+
+
+def test_across_tasks_needs_two_tasks_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    write_store(tmp_path / "results.jsonl", [fsray_record(s, 0.5, 0.51 + 0.001 * s) for s in range(4)])
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "--across-tasks")
+    lines = err.strip().splitlines()
+    assert code == 2 and out == "" and len(lines) == 1
+    assert lines[0].startswith("fsray: error: --across-tasks: no stage has two tasks")
