@@ -22,6 +22,8 @@ EPILOG = """examples:
   fsray report results.jsonl --metric seq --learned-above 0.5
   fsray report table.csv --format json --interval bca --effect 0.01
   fsray report runs/a runs/b --group-by task          # pool configurations per task
+  fsray report ../shared/fixtures/upstream_results --contrast order   # FS x ordering
+  fsray report runs/ --contrast order=options_first,question_first --across-tasks
 
 input formats (detected by content): fsray results stores (fsray.paired/1 JSONL); the researchers'
 _summary_*.txt, *_records.jsonl and _aggregate_results.jsonl; a CSV/JSONL with columns config, task,
@@ -55,6 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delta", default=None, metavar="X",
                         help="smallest effect of interest of the verdicts, in the metric's units "
                              "(default 0.01: one point of accuracy; see the README's 'Verdicts')")
+    parser.add_argument("--contrast", action="append", default=None, metavar="KEY[=A,B]",
+                        help="difference of FS effects between two levels of KEY (order, a task "
+                             "option, task, an FS knob), per configuration present at both; "
+                             "KEY=A,B picks the levels (A - B); repeatable (analysis.contrast)")
+    parser.add_argument("--contrast-pairing", default="auto", choices=("auto", "seed", "welch"),
+                        help="--contrast: pair seed s at A with seed s at B when the records show "
+                             "the same initial weights (auto, default); also where they are not "
+                             "recorded (seed: you know they are); never (welch)")
+    parser.add_argument("--across-tasks", action="store_true",
+                        help="random-effects summary of FS's effect over tasks: pooled effect, "
+                             "tau^2, I^2, Q, prediction interval for a new task (analysis.meta)")
+    parser.add_argument("--tau2", default="pm", choices=("pm", "dl"),
+                        help="between-task variance estimator of --across-tasks: Paule-Mandel "
+                             "(default) or DerSimonian-Laird")
     parser.add_argument("--max-seeds", type=int, default=None, metavar="N",
                         help="seeds per configuration the sequential design of the verdicts may "
                              "reach (default 20; records of a settling search carry their own)")
@@ -74,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load(_fetched(args.paths))
     try:
         report = build(loaded, options)
+        _sections(report, args)
     except AnalysisInputError as exc:
         # Nothing usable: say why, and everything that was dropped on the way.
         for line in [*loaded.skipped, *loaded.problems]:
@@ -94,6 +111,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"fsray: {dropped} input item(s) skipped or dropped (listed in the report)",
               file=sys.stderr)
     return report.exit_code
+
+
+def _sections(report, args: argparse.Namespace) -> None:
+    """The contrasts (--contrast) and the across-task summaries (--across-tasks) of a report."""
+    from . import contrast, meta
+
+    o = report.options
+    for text in args.contrast or ():
+        report.contrasts.append(contrast.build(report.data, contrast.ContrastSpec.parse(text),
+                                               metric=o.metric, delta=o.delta, level=o.level,
+                                               horizon=o.horizon, pairing=args.contrast_pairing))
+    if args.across_tasks:
+        report.meta = meta.build(report.data, metric=o.metric, method=args.tau2, level=o.level)
 
 
 def _fetched(paths: list[str]) -> list[str]:

@@ -99,6 +99,8 @@ def _row(source: str, line: int, task: str, config: str, config_obj: Any, stage:
         "config_hash": content_hash(config_obj), "stage": stage, "seed": int(seed),
         "status": "ok", "chance_acc": nan, "chance_seq": nan,
         "base_learned": None, "fs_learned": None,
+        # what the configuration is, as the file says it (analysis.contrast reads its factors)
+        "legacy_config": json.dumps(config_obj, sort_keys=True, default=str),
     }
     for key in ("acc", "loss", "seq"):
         b, f = base.get(key, nan), fs.get(key, nan)

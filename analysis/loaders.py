@@ -42,10 +42,13 @@ COLUMNS = (
 # Extra columns carried when known: trial_id, failure, learned_margin and learned_metric (acc|seq:
 # what the recorded learned flags judged), pruned (legacy PRUNE mark), config_json (the FS knobs),
 # format (the detected input format), settle_round / settle_horizon (the settling round a record
-# belongs to and its design's seed horizon: the looks a verdict replays, analysis.verdict).
+# belongs to and its design's seed horizon: the looks a verdict replays, analysis.verdict),
+# task_options_json / init_hash (a record's task options and its runs' initial-weights digest) and
+# legacy_config (a researchers' file's configuration object): the factors and the pairing rule of
+# analysis.contrast.
 EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pruned", "settle_round",
                  "settle_horizon", "config_json",
-                 "format")
+                 "format", "task_options_json", "init_hash", "legacy_config")
 
 # Plain tables: accepted column names (lower-cased) for each normalised column.
 COLUMN_ALIASES = {
@@ -81,7 +84,7 @@ _IGNORED_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".html", ".htm", "
                      ".md", ".lock", ".db", ".sqlite", ".npz", ".npy", ".parquet", ".pyc"}
 # What an fsray search directory holds besides its results (fsray.search.driver): passed over in a
 # directory walk, as is any folder of Ray Tune experiment state.
-RUN_METADATA = {"space.json", "summary.json", "baselines.jsonl"}
+RUN_METADATA = {"space.json", "summary.json", "baselines.jsonl", "contrast.json"}
 
 
 def _is_tune_state(names: list[str]) -> bool:
@@ -294,6 +297,9 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             "fs_learned": (fs or {}).get("learned") if isinstance(fs, dict) else None,
             "config_json": json.dumps(rec.get("config") or {}, sort_keys=True),
             "settle_round": _settle(rec, "round"), "settle_horizon": _settle(rec, "horizon"),
+            "task_options_json": (json.dumps(rec["task_options"], sort_keys=True, default=str)
+                                  if isinstance(rec.get("task_options"), dict) else None),
+            "init_hash": _init_hash(base, fs),
         }
         for key, short in METRIC_SHORT.items():
             d = paired_delta(rec, key)
@@ -304,6 +310,14 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
         out.notes.append(f"{path}: {old_semantics} record(s) of input-gate configurations made under an "
                          f"older FS semantics are reported apart (labelled [FS semantics N])")
     return rows
+
+
+def _init_hash(base, fs) -> str | None:
+    """The digest of the initial weights both runs of a pair started from (None: not recorded, or
+    the two runs disagree)."""
+    b = base.get("init_hash") if isinstance(base, dict) else None
+    f = fs.get("init_hash") if isinstance(fs, dict) else None
+    return str(b) if b and (f is None or f == b) else None
 
 
 def _record_lines(path: Path) -> list[int]:
@@ -515,7 +529,8 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Loaded:
     for c in (*COLUMNS, *EXTRA_COLUMNS):
         if c not in df.columns:
             df[c] = None if c in ("base_learned", "fs_learned", "trial_id", "failure", "pruned",
-                                  "config_json", "format", "learned_metric") else (math.nan if c not in
+                                  "config_json", "format", "learned_metric", "task_options_json",
+                                  "init_hash", "legacy_config") else (math.nan if c not in
                                   ("source", "task", "config", "config_hash", "stage", "status")
                                   else "")
     out.df = df[[*COLUMNS, *EXTRA_COLUMNS]].reset_index(drop=True)

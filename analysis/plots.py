@@ -189,6 +189,39 @@ def pareto(family: pd.DataFrame, metric: str = "acc") -> bytes:
     return _png(fig)
 
 
+def meta_forest(result, metric: str = "acc", level: float = 0.95, max_tasks: int = 60) -> bytes:
+    """Forest plot of an across-task summary (``analysis.meta.MetaResult``): each task's effect
+    and interval (marker size by its random-effects weight), the pooled effect as a diamond
+    spanning its interval, and the prediction interval for a new task as a bar under it."""
+    tasks = result.tasks.iloc[:max_tasks]
+    n = len(tasks)
+    fig, ax = plt.subplots(figsize=(8, 1.6 + 0.3 * (n + 2)))
+    w = tasks["weight"].to_numpy(float)
+    sizes = 15 + 110 * (w / w.max() if w.max() > 0 else w)
+    for i, (_, t) in enumerate(tasks.iterrows()):
+        y = n + 1 - i
+        ax.plot([t["ci_lo"], t["ci_hi"]], [y, y], color="black", lw=1.2)
+        ax.scatter([t["effect"]], [y], marker="s", s=sizes[i], color="#1f77b4", zorder=3)
+    mu, lo, hi = result.mu, result.ci_lo, result.ci_hi
+    ax.fill([lo, mu, hi, mu], [0.5, 0.85, 0.5, 0.15], color="#d62728", zorder=3,
+            label=f"pooled (random effects, {result.method}) {mu:+.4f} [{lo:+.4f}, {hi:+.4f}]")
+    if result.pi_lo is not None:
+        ax.plot([result.pi_lo, result.pi_hi], [-0.3, -0.3], color="#d62728", lw=3, alpha=0.45,
+                solid_capstyle="butt",
+                label=f"new task (prediction) [{result.pi_lo:+.4f}, {result.pi_hi:+.4f}]")
+    ax.axvline(0.0, color="#555555", lw=1, ls="--")
+    ax.set_yticks([n + 1 - i for i in range(n)] + [0.5])
+    ax.set_yticklabels([str(t)[:40] for t in tasks["task"]] + ["pooled"], fontsize=7)
+    lvl = int(round(level * 100))
+    ax.set_xlabel(f"mean d_{metric} = prompt_fs - no_fs per task ({lvl}% intervals)")
+    ax.set_title(f"{result.what} [{result.stage}]: {result.k} tasks, tau^2 {result.tau2:.3g}, "
+                 f"I^2 {100 * result.i2:.0f}%", fontsize=9)
+    # under the axes: inside, it would hide the diamond (which sits at the bottom)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
+    ax.set_ylim(-0.8, n + 1.6)
+    return _png(fig, tight=True)
+
+
 def all_plots(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], metric: str = "acc",
               level: float = 0.95, interval: str = "t",
               max_configs: int = 40) -> list[tuple[str, bytes]]:

@@ -244,6 +244,62 @@ def _num(v) -> float | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# contrasts and across-task summaries (--contrast, --across-tasks): the same tables in every format
+
+
+def _contrast_table(c) -> tuple[list[str], list[list[str]]]:
+    lvl = int(round(c.level * 100))
+    header = ["verdict", "configuration", "stage", f"{c.key}: A - B", "n A/B", f"d_{c.metric} A",
+              f"d_{c.metric} B", "A - B", f"{lvl}% CI", "p", "TOST p", "pairing", "seeds to decide"]
+    rows = []
+    for _, r in c.rows.iterrows():
+        rows.append([str(r["verdict_label"]), str(r["configuration"]), str(r["stage"]),
+                     f"{r['level_a']} - {r['level_b']}", f"{r['n_a']}/{r['n_b']}", fmt(r["mean_a"]),
+                     fmt(r["mean_b"]), fmt(r["diff"]), _interval(r["ci_lo"], r["ci_hi"]),
+                     _p(r["p"]), _p(r["tost_p"]), f"{r['pairing']}: {r['pairing_why']}",
+                     str(r["plan"] or DASH)])
+    return header, rows
+
+
+def _meta_table(report: Report) -> tuple[list[str], list[list[str]]]:
+    lvl = int(round(report.options.level * 100))
+    header = ["what", "stage", "tasks", f"pooled d_{report.options.metric}", f"{lvl}% CI", "tau^2",
+              "I^2", "Q (p)", "new task (prediction)", "method"]
+    rows = [[r.what, r.stage, str(r.k), fmt(r.mu), _interval(r.ci_lo, r.ci_hi), fmt(r.tau2, ".3g"),
+             f"{100 * r.i2:.0f}%", f"{r.q:.2f} ({_p(r.q_p)})", _interval(r.pi_lo, r.pi_hi),
+             r.method] for r in report.meta]
+    return header, rows
+
+
+def _meta_task_lines(report: Report) -> list[str]:
+    out = []
+    for r in report.meta:
+        for _, t in r.tasks.iterrows():
+            out.append(f"{r.what} [{r.stage}] · {t['task']}: {fmt(t['effect'])} "
+                       f"{_interval(t['ci_lo'], t['ci_hi'])} (n={t['n']}, weight "
+                       f"{100 * t['weight']:.0f}%)")
+        out.extend(f"{r.what} [{r.stage}]: left out: {x}" for x in r.left_out)
+    return out
+
+
+def _extra_sections(report: Report) -> list[tuple[str, list[str], tuple | None]]:
+    """(title, lines, (header, rows) or None) of the contrast and across-task sections."""
+    out = []
+    for c in report.contrasts:
+        out.append((f"Contrast of {c.key} (FS effect at A minus at B)", [*c.notes, *c.lines()],
+                    _contrast_table(c)))
+    if report.meta:
+        method = ", ".join(sorted({r.method for r in report.meta}))
+        notes = [f"random-effects pooling over tasks (statsmodels combine_effects, tau^2 by {method}); "
+                 "each task: its mean d and s^2/n; 'FS as configured': the mean over the task's "
+                 "configurations; the prediction interval is for the effect on a new task"]
+        out.append(("Across tasks", [*notes, *(r.line(report.options.metric) for r in report.meta)],
+                    _meta_table(report)))
+        out.append(("Across tasks: per task", _meta_task_lines(report), None))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # renderers
 
 
@@ -307,6 +363,10 @@ def render_table(report: Report, width: int | None = None, wide: bool = False) -
     if report.importance:
         out.append("search importance (knob: mean delta, spread): " + "; ".join(
             f"{k}: {a}, {b}" for k, a, b in _importance_rows(report)))
+    for title, items, _ in _extra_sections(report):
+        out.append("")
+        out.append(f"{title}:")
+        out.extend(f"  {x}" for x in items)
     for title, items in _lists(report):
         out.append("")
         out.append(f"{title} ({len(items)}):")
@@ -431,6 +491,15 @@ def render_markdown(report: Report) -> str:
     if report.importance:
         out += ["", "## Search importance", "", "| knob | mean delta | spread |", "|---|---|---|"]
         out += [f"| {_md_cell(k)} | {a} | {b} |" for k, a, b in _importance_rows(report)]
+    for title, items, table in _extra_sections(report):
+        out += ["", f"## {title}", ""]
+        if table is None:
+            out += [f"- {_md_cell(x)}" for x in items]
+            continue
+        out += [f"- {_md_cell(x)}" for x in items[:1]] + [""]
+        out.append("| " + " | ".join(_md_cell(h) for h in table[0]) + " |")
+        out.append("|" + "---|" * len(table[0]))
+        out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in table[1]]
     for title, items in _lists(report):
         out += ["", f"## {title}", ""]
         out += [f"- {_md_cell(x)}" for x in items]
@@ -468,6 +537,20 @@ def render_html(report: Report) -> str:
         parts += [f"<tr><td>{esc(k)}</td><td>{a}</td><td>{b}</td></tr>"
                   for k, a, b in _importance_rows(report)]
         parts.append("</table>")
+    for title, items, table in _extra_sections(report):
+        parts.append(f"<h2>{esc(title)}</h2>")
+        if table is None:
+            parts += ["<ul>", *(f"<li>{esc(x)}</li>" for x in items), "</ul>"]
+            continue
+        parts += [f"<p>{esc(items[0])}</p>", "<table><thead><tr>",
+                  *(f"<th>{esc(h)}</th>" for h in table[0]), "</tr></thead><tbody>"]
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in table[1]]
+        parts.append("</tbody></table>")
+    for r in report.meta:
+        title = f"Across tasks: {r.what} [{r.stage}]"
+        png = plots.meta_forest(r, metric=o.metric, level=o.level)
+        b64 = base64.b64encode(png).decode("ascii")
+        parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
     for title, items in _lists(report):
         parts.append(f"<h2>{esc(title)} ({len(items)})</h2><ul>")
         parts += [f"<li>{esc(x)}</li>" for x in items]
@@ -487,8 +570,27 @@ def _export_frame(report: Report) -> pd.DataFrame:
     return df
 
 
+def _extra_frames(report: Report) -> list[pd.DataFrame]:
+    """The contrast and across-task rows as CSV rows of their own ``section``."""
+    out = []
+    for c in report.contrasts:
+        f = c.rows.copy()
+        for col in ("looks", "seeds_a", "seeds_b"):
+            f[col] = [" ".join(map(str, x)) for x in f[col]]
+        out.append(f.assign(metric=f"d_{c.metric}").rename(columns={"key": "contrast"})
+                   .assign(section="contrast"))
+    if report.meta:
+        out.append(pd.DataFrame([r.row() for r in report.meta]).assign(
+            section="across tasks", metric=f"d_{report.options.metric}"))
+    return out
+
+
 def render_csv(report: Report) -> str:
     df = _export_frame(report)
+    extra = _extra_frames(report)
+    if extra:  # one table: the configurations' rows, then the contrasts' and the summaries'
+        df = pd.concat([df.assign(section="configuration"), *extra], ignore_index=True)
+        df.insert(0, "section", df.pop("section"))
     buf = io.StringIO()
     df.to_csv(buf, index=False, na_rep="")  # floats in full (repr) precision
     return buf.getvalue()
@@ -526,6 +628,15 @@ def render_json(report: Report) -> str:
         "notes": report.notes, "importance": _jsonable(report.importance),
         "exit_code": report.exit_code,
     }
+    if report.contrasts:
+        doc["contrasts"] = [{"key": c.key, "metric": f"d_{c.metric}", "delta": c.delta,
+                             "notes": c.notes,
+                             "rows": [_jsonable(r) for r in c.rows.to_dict(orient="records")]}
+                            for c in report.contrasts]
+    if report.meta:
+        doc["across_tasks"] = [{**_jsonable(r.row()), "left_out": r.left_out,
+                                "per_task": [_jsonable(t) for t in r.tasks.to_dict(orient="records")]}
+                               for r in report.meta]
     return json.dumps(doc, indent=1, allow_nan=False) + "\n"
 
 

@@ -94,6 +94,8 @@ class Report:
     importance: dict | None = None
     keys: list[str] = field(default_factory=list)        # columns a configuration is grouped on
     shown: list[str] = field(default_factory=list)       # columns a configuration is shown by
+    contrasts: list = field(default_factory=list)        # analysis.contrast.Contrasts (--contrast)
+    meta: list = field(default_factory=list)             # analysis.meta.MetaResult (--across-tasks)
 
     @property
     def exit_code(self) -> int:

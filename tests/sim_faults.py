@@ -58,11 +58,11 @@ def wrappers(faults: list[dict] = (), run_log: str | None = None):
     real_fs = getattr(simulated.fs_run, "__wrapped__", simulated.fs_run)
     faults = [dict(f) for f in faults]
 
-    def baseline_run(sim, seed):
+    def baseline_run(sim, seed, options=None):
         _log(run_log, f"no_fs {seed}")
-        return real_baseline(sim, seed)
+        return real_baseline(sim, seed, options)
 
-    def fs_run(sim, cfg, seed, baseline):
+    def fs_run(sim, cfg, seed, baseline, options=None):
         _log(run_log, f"prompt_fs {config_hash(cfg)} {seed}")
         values = cfg.model_dump()
         for fault in faults:
@@ -75,10 +75,10 @@ def wrappers(faults: list[dict] = (), run_log: str | None = None):
                     raise SimulatedOOM(f"simulated out of memory of {cfg.label()} on seed {seed}")
                 if kind == "nan":   # a diverged run: metrics are NaN, the caller must notice
                     nan = math.nan
-                    run = real_fs(sim, cfg, seed, baseline)
+                    run = real_fs(sim, cfg, seed, baseline, options)
                     return {**run, "token_acc": nan, "loss": nan, "seq_acc": nan}
                 raise ValueError(f"unknown fault kind {kind!r}")
-        return real_fs(sim, cfg, seed, baseline)
+        return real_fs(sim, cfg, seed, baseline, options)
 
     baseline_run.__wrapped__, fs_run.__wrapped__ = real_baseline, real_fs
     return baseline_run, fs_run

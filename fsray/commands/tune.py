@@ -95,6 +95,7 @@ def render_summary(summary: dict, knobs, top: int = 5) -> str:
         lines.append(f"knob importance (PED-ANOVA) for the {title}: {txt or 'too few configurations'}")
     lines += baseline_lines(summary.get("baselines"))
     lines += settle_lines(summary.get("settle"), knobs)
+    lines += contrast_lines(summary.get("contrast"))
     lines.append(f"full report: fsray report {summary['run_dir']}")
     return "\n".join(lines)
 
@@ -109,6 +110,23 @@ def baseline_lines(b: dict | None) -> list[str]:
     vs = (f" (chance {ch['seq_acc']:.2f} exact, {ch['token_acc']:.2f} token)"
           if ch.get("seq_acc") is not None and ch.get("token_acc") is not None else "")
     return [f"no_fs on the selection seeds {b['seeds']}: exact match {exact}; token accuracy {tok}{vs}"]
+
+
+def contrast_lines(contrast: dict | None) -> list[str]:
+    """A search's contrast (fsray.search.contrast): one line per settled configuration."""
+    if not contrast:
+        return []
+    a, b = contrast["levels"]
+    out = [f"contrast of {contrast['key']}: FS effect at {a} minus at {b}, on shared fresh seeds "
+           f"({contrast['rounds']} round(s)):"]
+    for r in contrast["configs"].values():
+        if r is None:
+            continue
+        iv = "" if r["ci_lo"] is None else f" [{_fmt(r['ci_lo'])}, {_fmt(r['ci_hi'])}]"
+        out.append(f"  {r['verdict_label']:<22} n={r['n_a']}/{r['n_b']} {_fmt(r['mean_a'])} - "
+                   f"{_fmt(r['mean_b'])} = {_fmt(r['diff'])}{iv} ({r['pairing']})  {r['config_a']}")
+    out.append(f"  full contrast: fsray report {contrast.get('run_dir', 'RUN')} --contrast {contrast['key']}")
+    return out
 
 
 def settle_lines(settle: dict | None, knobs) -> list[str]:

@@ -50,7 +50,7 @@ def baseline_summary(records: list[dict], space: SearchSpace) -> dict | None:
 
 
 def summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: float,
-              settled=None) -> dict:
+              settled=None, contrast: dict | None = None) -> dict:
     """Write ``summary.json`` and ``importance.json`` into the run directory; returns the summary."""
     records = store.all_records()
     rows = config_rows(records, space)
@@ -74,5 +74,7 @@ def summarise(space: SearchSpace, store: StoreClient, run_dir: Path, seconds: fl
         "settle": settle_summary(settled, space, store),
         "baselines": baseline_summary(records, space),
     }
+    if contrast is not None:   # a search's contrast (fsray.search.contrast.settle_search)
+        summary["contrast"] = contrast
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

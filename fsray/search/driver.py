@@ -45,7 +45,7 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
     """Run (or resume) a search to its summary; returns the summary dict. Unless ``debug``, Ray's
     own output goes to ``<run>/ray.log``. ``settle_only``: no more selection; settle the finished
     selection of an existing run directory (``--settle-only``)."""
-    if space.settle.enabled or settle_only:
+    if space.settle.enabled or settle_only or space.contrast is not None:
         check_settle_inputs(space)
     if settle_only:
         check_settle_only(space, out)
@@ -69,6 +69,9 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
     from fsray.cluster import start_ray
 
     say = progress.say
+    search = space   # a contrast's selection runs at its first level (fsray.search.contrast)
+    if search.contrast is not None:
+        space = search.at_level(search.contrast.levels[0])
     # A cluster when RAY_ADDRESS names one (checked: it answers, token auth as Ray sets it up, one
     # line otherwise); otherwise always a fresh local instance of our own.
     started = start_ray()
@@ -94,15 +97,19 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
 
             select(space, run_dir, resume, runner, store, actor, harness, n_layer, progress)
 
-        settled = None
-        if space.settle.enabled:   # the settling rounds are the confirmation, on fresh seeds
+        settled = contrasted = None
+        if search.contrast is not None:   # the shortlist at both levels until the contrast decides
+            from fsray.search.contrast import settle_search
+
+            contrasted = settle_search(search, runner, store, run_dir, progress, _start_harness)
+        elif space.settle.enabled:   # the settling rounds are the confirmation, on fresh seeds
             settled = settle(space, runner, store, progress)
         else:
             confirm_n = space.seeds.confirm if confirm_seeds is None else confirm_seeds
             if confirm_n > 0:
                 progress.plan(2 * confirm_n)
                 confirm(space, runner, store, confirm_n, say)
-        summary = summarise(space, store, run_dir, time.perf_counter() - t0, settled)
+        summary = summarise(space, store, run_dir, time.perf_counter() - t0, settled, contrasted)
     finally:
         if harness is not None:
             harness.close()

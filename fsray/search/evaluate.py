@@ -72,17 +72,17 @@ class SimulatedRunner:
     def baseline_key(self, seed: int) -> str:
         from fsray.search.simulated import baseline_key
 
-        return baseline_key(self.sim, seed)
+        return baseline_key(self.sim, seed, self.space.task.options)
 
     def train_baselines(self, seeds: list[int]) -> dict[int, dict]:
         from fsray.search.simulated import baseline_run
 
-        return {s: baseline_run(self.sim, s) for s in seeds}
+        return {s: baseline_run(self.sim, s, self.space.task.options) for s in seeds}
 
     def make_record(self, cfg: FSConfig, seed: int, baseline, fs_run, stage, trial_id,
                     noop_reason=None, failure=None) -> dict:
         context = {"baseline_key": self.baseline_key(seed), "model": {"simulated": True},
-                   "code_version": "simulated"}
+                   "code_version": "simulated", "task_options": dict(self.space.task.options)}
         return build_record(self.task, cfg, seed, baseline, fs_run, stage, trial_id, noop_reason,
                             failure, context)
 
@@ -94,7 +94,7 @@ class SimulatedRunner:
 
         for seed in seeds:
             try:
-                run, failure = fs_run(self.sim, cfg, seed, baselines[seed]), None
+                run, failure = fs_run(self.sim, cfg, seed, baselines[seed], self.space.task.options), None
             except Exception as exc:  # noqa: BLE001 - any crash of a seed run is a recorded failure
                 run, failure = None, first_line(exc)
             if on_run(seed, run, failure):

@@ -6,6 +6,11 @@ as a real paired baseline is); the FS run adds the configuration's true effect p
 of (config, seed), so any (config, seed) pair gives the same numbers in any process, in any order:
 what makes resume and caching testable. ``true_effect`` is the ground truth the benches check
 the search against.
+
+A task option named in ``simulated.level_effects`` (a search's contrast) makes its levels tasks of
+their own: the level's value enters every noise key (each level has its own baselines and its own
+paired noise) and adds its effect to the FS run. Runs record an ``init_hash`` naming the seed: the
+initial weights of seed s are the same at every level, as the real trainer's are.
 """
 
 from __future__ import annotations
@@ -34,12 +39,20 @@ def _knob_term(effect, value) -> float:
     return effect.height * math.exp(-0.5 * ((x - effect.peak) / effect.width) ** 2)
 
 
-def true_effect(sim: SimulatedSection, cfg: FSConfig) -> float:
-    """Expected paired delta of ``cfg``: the sum of its knobs' terms; exactly 0 for a no-op."""
+def level_of(sim: SimulatedSection, options: dict | None) -> tuple:
+    """The values of the task options that have level effects (empty: no levels)."""
+    return tuple(f"{k}={(options or {}).get(k)}" for k in sorted(sim.level_effects))
+
+
+def true_effect(sim: SimulatedSection, cfg: FSConfig, options: dict | None = None) -> float:
+    """Expected paired delta of ``cfg`` on a task with ``options``: the sum of its knobs' terms and
+    of its levels' effects; exactly 0 for a no-op."""
     if cfg.is_noop(sim.n_layer):
         return 0.0
     values = cfg.model_dump()
-    return float(sum(_knob_term(effect, values[knob]) for knob, effect in sim.effects.items()))
+    knobs = sum(_knob_term(effect, values[knob]) for knob, effect in sim.effects.items())
+    levels = sum(table.get(str((options or {}).get(k)), 0.0) for k, table in sim.level_effects.items())
+    return float(knobs + levels)
 
 
 def noise_sd(sim: SimulatedSection, cfg: FSConfig) -> float:
@@ -51,7 +64,7 @@ def noise_sd(sim: SimulatedSection, cfg: FSConfig) -> float:
     return sim.noise_sd * scale
 
 
-def _run(mode: str, acc: float, seconds: float) -> dict:
+def _run(mode: str, acc: float, seconds: float, seed: int | None = None) -> dict:
     acc = float(min(1.0, max(0.0, acc)))
     seq = acc * acc  # exact match is rarer than token accuracy, and moves with it
     loss = float(-math.log(max(acc, 1e-3)))
@@ -60,18 +73,20 @@ def _run(mode: str, acc: float, seconds: float) -> dict:
         "token_acc": acc, "loss": loss, "seq_acc": seq,
         "best_step": 1, "steps": 1, "tokens": 0, "seconds": seconds,
         "curve": [[1, acc, loss, seq]], "learned": None, "cached": False,
+        **({} if seed is None else {"init_hash": f"sim-init-{int(seed)}"}),
     }
 
 
-def baseline_run(sim: SimulatedSection, seed: int) -> dict:
-    """The simulated no_fs run of ``seed``."""
+def baseline_run(sim: SimulatedSection, seed: int, options: dict | None = None) -> dict:
+    """The simulated no_fs run of ``seed`` (on the task level of ``options``)."""
     if sim.seconds_per_run:
         time.sleep(sim.seconds_per_run)
-    z = _rng("baseline", seed).standard_normal()
-    return _run("no_fs", sim.baseline_mean + sim.baseline_sd * z, sim.seconds_per_run)
+    z = _rng("baseline", seed, *level_of(sim, options)).standard_normal()
+    return _run("no_fs", sim.baseline_mean + sim.baseline_sd * z, sim.seconds_per_run, seed)
 
 
-def fs_run(sim: SimulatedSection, cfg: FSConfig, seed: int, baseline: dict) -> dict:
+def fs_run(sim: SimulatedSection, cfg: FSConfig, seed: int, baseline: dict,
+           options: dict | None = None) -> dict:
     """The simulated prompt_fs run of ``cfg`` on ``seed``, paired with ``baseline``.
 
     It never fails: tests that need a crashing, diverging or out-of-memory run wrap this function
@@ -81,12 +96,13 @@ def fs_run(sim: SimulatedSection, cfg: FSConfig, seed: int, baseline: dict) -> d
         time.sleep(sim.seconds_per_run)
     if cfg.is_noop(sim.n_layer):
         return {**baseline, "mode": "prompt_fs", "cached": False}
-    e = _rng("pair", config_hash(cfg), seed).standard_normal()
-    delta = true_effect(sim, cfg) + noise_sd(sim, cfg) * e
-    return _run("prompt_fs", baseline["token_acc"] + delta, sim.seconds_per_run)
+    e = _rng("pair", config_hash(cfg), seed, *level_of(sim, options)).standard_normal()
+    delta = true_effect(sim, cfg, options) + noise_sd(sim, cfg) * e
+    return _run("prompt_fs", baseline["token_acc"] + delta, sim.seconds_per_run, seed)
 
 
-def baseline_key(sim: SimulatedSection, seed: int) -> str:
+def baseline_key(sim: SimulatedSection, seed: int, options: dict | None = None) -> str:
     """Content hash of what determines a simulated baseline (the cache key)."""
-    blob = f"sim/{sim.baseline_mean}/{sim.baseline_sd}/{seed}"
+    blob = "/".join(["sim", str(sim.baseline_mean), str(sim.baseline_sd), str(seed),
+                     *level_of(sim, options)])
     return "sim-" + hashlib.sha256(blob.encode()).hexdigest()[:16]

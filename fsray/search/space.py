@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from fsray.errors import UsageError
+from fsray.errors import UsageError, first_line
 from fsray.fsconfig import FSConfig
 from fsray.spec import StrictModel
 
@@ -184,7 +184,11 @@ class KnobEffect(_Strict):
 
 
 class SimulatedSection(_Strict):
-    """Known FS effect surface + seed noise: the search machinery tested in seconds."""
+    """Known FS effect surface + seed noise: the search machinery tested in seconds.
+
+    ``level_effects`` (task option -> its value -> added effect) gives a task option's levels
+    effects of their own (``{order: {options_first: 0.03}}``: FS helps 0.03 more options-first),
+    and each level its own baselines: what a search's ``contrast`` is tested on."""
 
     n_layer: int = Field(default=12, ge=1)
     baseline_mean: float = Field(default=0.4, ge=0, le=1)
@@ -192,6 +196,7 @@ class SimulatedSection(_Strict):
     noise_sd: float = Field(default=0.02, ge=0)  # seed noise of the paired delta
     effects: dict[str, KnobEffect] = Field(default_factory=dict)
     noise_scale: dict[str, dict[str, float]] = Field(default_factory=dict)  # knob -> value -> x sd
+    level_effects: dict[str, dict[str, float]] = Field(default_factory=dict)  # option -> value -> +d
     seconds_per_run: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
@@ -200,6 +205,37 @@ class SimulatedSection(_Strict):
             for knob in keys:
                 if knob not in FS_KNOBS:
                     raise ValueError(f"simulated.{where}: {knob!r} is not an FS knob")
+        return self
+
+
+class ContrastSection(_Strict):
+    """``contrast: {OPTION: [A, B]}``: the settled configurations run at both levels of a task
+    option on shared seeds, each level with its own baselines, until the contrast (FS's effect at A
+    minus at B, ``analysis.contrast``) has a verdict."""
+
+    key: str
+    levels: tuple[str, str]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, v):
+        if isinstance(v, dict) and set(v) != {"key", "levels"}:
+            if len(v) != 1:
+                raise ValueError(f"name one task option and its two levels, e.g. "
+                                 f"{{order: [options_first, question_first]}}; got {len(v)} keys")
+            (key, levels), = v.items()
+            if not isinstance(levels, (list, tuple)) or len(levels) != 2:
+                raise ValueError(f"{key}: give exactly two levels, e.g. [A, B]")
+            return {"key": str(key), "levels": [str(x) for x in levels]}
+        return v
+
+    @model_validator(mode="after")
+    def _levels(self):
+        if self.key in FS_KNOBS:
+            raise ValueError(f"{self.key!r} is an FS knob: a search contrast varies a task option "
+                             "(compare FS knobs with `fsray report --contrast KNOB`)")
+        if self.levels[0] == self.levels[1]:
+            raise ValueError(f"{self.key}: the two levels are the same ({self.levels[0]!r})")
         return self
 
 
@@ -235,6 +271,7 @@ class SearchSpace(_Strict):
     search: SearchSection = Field(default_factory=SearchSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     simulated: SimulatedSection | None = None
+    contrast: ContrastSection | None = None
     results_dir: str = "runs"
     baseline_cache: str = "~/.cache/fsray/baselines"
     storage: str | None = None  # SQLAlchemy URL of the Optuna study; default SQLite in the run dir
@@ -296,13 +333,38 @@ class SearchSpace(_Strict):
             raise ValueError("trainable is 'simulated' but the 'simulated' section is missing")
         if self.objective.kind == "multi" and self.search.sampler not in ("tpe", "random"):
             raise ValueError("objective.kind 'multi' needs search.sampler tpe or random")
+        if self.contrast is not None:
+            for level in self.contrast.levels:   # every level must be a task the trainer can build
+                _check_task_level(self.task, self.contrast.key, level)
         return self
+
+    def at_level(self, level: str) -> "SearchSpace":
+        """This search at one level of its contrast: the task option set to ``level``, no contrast."""
+        if self.contrast is None or level not in self.contrast.levels:
+            raise UsageError(f"contrast: {level!r} is not a level of this search's contrast")
+        task = self.task.model_copy(update={"options": {**self.task.options,
+                                                        self.contrast.key: level}})
+        return self.model_copy(update={"task": task, "contrast": None})
 
     # --- derived ---------------------------------------------------------------------------
 
     def fs_config(self, params: dict) -> FSConfig:
         """The full FS configuration of a trial: fixed values + sampled knobs."""
         return FSConfig(**{**self.fixed, **params})
+
+
+def _check_task_level(task: TaskSection, key: str, level: str) -> None:
+    """The task built with ``key`` = ``level`` (its adapter names an impossible setting)."""
+    from fsray.tasks import TASKS, get_task
+
+    if task.name not in TASKS:
+        return   # an unknown task is the trainer's error to report, with the task list
+    try:
+        get_task(task.name, **{**task.options, key: level})
+    except UsageError as exc:
+        raise ValueError(f"contrast: {key}={level!r}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"contrast: {key}={level!r}: {first_line(exc, with_type=False)}") from None
 
 
 def _first_error(exc: ValidationError) -> str:
