@@ -194,7 +194,7 @@ def _family_adjust(summary: pd.DataFrame, options: ReportOptions) -> list[dict]:
     summary["winners_curse"] = False
     summary["family_size"] = 0
     families = []
-    fam_cols = ["stage", "task"] if "task" in summary.columns else ["stage"]
+    fam_cols = family_columns(summary)
     for fam_key, fam in summary.groupby(fam_cols, sort=False):
         stage = fam_key[0] if isinstance(fam_key, tuple) else fam_key
         task = fam_key[1] if isinstance(fam_key, tuple) and len(fam_key) > 1 else None
@@ -261,6 +261,11 @@ def _noop_rows(excluded: pd.DataFrame, dcol: str, keys: list[str], options: Repo
     return noop
 
 
+def family_columns(summary: pd.DataFrame) -> list[str]:
+    """The columns that name a family of configurations compared together: stage and task."""
+    return ["stage", "task"] if "task" in summary.columns else ["stage"]
+
+
 def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
               options: ReportOptions) -> pd.DataFrame:
     """The verdict of every summary row (analysis.verdict), with the basis of a "helps": fresh
@@ -268,7 +273,7 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
     (selection, or a confirmation that reuses selection seeds), or as measured (train, import)."""
     dcol = f"d_{options.metric}"
     level_alpha = round(1.0 - options.level, 12)
-    fam_cols = ["stage", "task"] if "task" in summary.columns else ["stage"]
+    fam_cols = family_columns(summary)
     real = summary[~summary["noop"].astype(bool) & (summary["n"] >= 1)]
     k_of = real.groupby(fam_cols, sort=False).size().to_dict()
     reuse = _reused_confirmations(data)
@@ -427,7 +432,7 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     warnings = []
     # Single-seed configurations come in dozens from a one-seed search: one line per stage and task.
     single = summary[summary["n"] < 2]
-    fam_cols = ["stage", "task"] if "task" in summary.columns else ["stage"]
+    fam_cols = family_columns(summary)
     for key, fam in single.groupby(fam_cols, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         labels = ", ".join(str(c) for c in fam["config"]) if "config" in fam.columns else ""

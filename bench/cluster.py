@@ -34,10 +34,10 @@ def _space(root: Path, steps: int, name: str) -> Path:
         "task": {"name": "kv_retrieval", "options": {"order": "query_after"}},
         "budget": {"steps": steps, "eval_every": max(1, steps // 2)},
         "seeds": {"count": 2, "confirm": 0},
-        "space": {"alpha_init": {"type": "float", "low": -4.0, "high": -1.0}},
+        "knobs": {"alpha_init": {"type": "float", "low": -4.0, "high": -1.0}},
         "fixed": {"fs_layer_start": 1},
         "racing": {"enabled": False},
-        "search": {"sampler": "random", "sampler_seed": 3, "trials": 2, "concurrency": 2},
+        "tuner": {"sampler": "random", "sampler_seed": 3, "trials": 2, "concurrency": 2},
         "baseline_cache": str(root / f"cache_{name}"),   # every search trains its own baselines
     }
     path = root / f"{name}.yaml"

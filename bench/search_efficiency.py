@@ -34,7 +34,7 @@ from fsray.search.summary import best_row, config_rows
 SPACE = {
     "name": "bench", "trainable": "simulated", "task": {"name": "kv_retrieval"},
     "seeds": 5,
-    "space": {
+    "knobs": {
         "fs_layer_start": {"type": "categorical", "choices": [4, 6, 8, 10, 12]},
         "alpha_init": {"type": "categorical", "choices": [-3.0, -2.0, -1.0]},
         "fs_norm": {"type": "categorical", "choices": [True, False]},
@@ -54,8 +54,8 @@ SPACE = {
 
 
 def _grid(space):
-    knobs = list(space.space)
-    for values in itertools.product(*(space.space[k].choices for k in knobs)):
+    knobs = list(space.knobs)
+    for values in itertools.product(*(space.knobs[k].choices for k in knobs)):
         yield dict(zip(knobs, values))
 
 
@@ -110,7 +110,7 @@ def fsray_protocol(space, seeds, trials, sampler):
         records = store.all_records()
         best = best_row(config_rows(records, space))
         runs = sum(1 for r in records if r["status"] != "noop") + store.baselines_trained()
-        pick = _key({k: best["config"][k] for k in space.space})
+        pick = _key({k: best["config"][k] for k in space.knobs})
         return pick, runs, seen
 
 

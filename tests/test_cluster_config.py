@@ -98,7 +98,7 @@ def test_every_shipped_gpu_search_fits_the_gpu_workers(cluster):
                    and t["resources"]["CPU"] >= r.cpus_per_worker]
         assert fitting, f"{space.name}: no GPU node type holds a worker ({r.cpus_per_worker} CPU, {r.gpus_per_worker} GPU)"
         capacity = sum(t["max_workers"] * int(t["resources"]["GPU"] // r.gpus_per_worker) for t in fitting)
-        assert space.search.concurrency * r.workers <= capacity, space.name
+        assert space.tuner.concurrency * r.workers <= capacity, space.name
 
 
 def test_setup_installs_this_project_with_the_ray_and_torch_pyproject_asks_for(cluster, project_requirements):

@@ -36,7 +36,7 @@ def test_shrunken_demo_search_then_report(tmp_path):
         budget={"steps": 12, "eval_every": 6, "warmup": 2},
         data={"n_train": 256, "n_val": 32, "eval_batch_size": 32},
         seeds={"count": 2, "confirm": 0},
-        search={"sampler": "tpe", "trials": 3, "concurrency": 1, "sampler_seed": 0},
+        tuner={"sampler": "tpe", "trials": 3, "concurrency": 1, "sampler_seed": 0},
         results_dir=str(tmp_path / "runs"),
         baseline_cache=str(tmp_path / "cache"),
     )

@@ -199,7 +199,7 @@ def test_ray_up_scales_for_a_submitted_search_and_ray_down_stops_it_alone(tmp_pa
 
         raw = yaml.safe_load((REPO / "search_spaces/simulated.yaml").read_text())
         raw["simulated"]["seconds_per_run"] = 1.0    # the demand outlasts the autoscaler's 5 s loop
-        raw["search"].update(trials=3, concurrency=2)
+        raw["tuner"].update(trials=3, concurrency=2)
         space = tmp_path / "sim_slow.yaml"
         space.write_text(yaml.safe_dump(raw))
         out = tmp_path / "runs" / "sim"

@@ -41,7 +41,7 @@ def test_every_shipped_space_loads():
     assert len(SHIPPED) >= 10, names
     for path in SHIPPED:
         space = load_space(path)
-        assert space.space, path
+        assert space.knobs, path
         for params in _corner_params(space):
             space.fs_config(params)  # every corner of the space is a valid FSConfig
         if space.trainable == "real":
@@ -79,7 +79,7 @@ def _check_real(space):
 
 def _corner_params(space):
     lows, highs = {}, {}
-    for knob, dist in space.space.items():
+    for knob, dist in space.knobs.items():
         if dist.type == "categorical":
             lows[knob], highs[knob] = dist.choices[0], dist.choices[-1]
         else:
@@ -90,7 +90,7 @@ def _corner_params(space):
 def test_minimal_defaults_and_shorthands():
     space = parse_space(MINIMAL)
     assert space.seeds.selection() == [0, 1, 2]
-    assert space.objective.kind == "lower_bound" and space.search.sampler == "tpe"
+    assert space.objective.kind == "lower_bound" and space.tuner.sampler == "tpe"
     assert parse_space(_with(seeds=[4, 7])).seeds.selection() == [4, 7]
     # confirmation seeds are fresh: above every selection seed
     assert parse_space(_with(seeds={"ids": [3, 9], "confirm": 2})).seeds.confirmation() == [10, 11]
@@ -147,3 +147,30 @@ def test_cli_bad_space_exits_2_with_one_line(tmp_path, capsys):
     assert main(["tune", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fsray: error:") and "objective.kind" in err and "\n" not in err
+
+
+def test_renamed_keys_are_read_and_named_once(tmp_path, capsys):
+    """`space:`, `search:`, `storage:` and `objective.delta` are the old names of `knobs:`,
+    `tuner:`, `optuna_storage:` and `objective.min_effect`: a file with the old names gives the same
+    search, with one line per old key naming the new one; an error names the key as written; both
+    names of one key are an error."""
+    new = {**{k: v for k, v in MINIMAL.items() if k != "space"}, "knobs": MINIMAL["space"],
+           "tuner": {"trials": 3}, "optuna_storage": "sqlite:///x.db", "objective": {"min_effect": 0.02}}
+    old = {**MINIMAL, "search": {"trials": 3}, "storage": "sqlite:///x.db", "objective": {"delta": 0.02}}
+    path = tmp_path / "old.yaml"
+    path.write_text(yaml.safe_dump(old))
+    assert load_space(path) == parse_space(new)
+    notes = capsys.readouterr().out.strip().splitlines()
+    assert all(n.startswith(f"fsray: note: {path}: ") for n in notes)
+    assert [n.split(".yaml: ", 1)[1] for n in notes] == [
+        "'space' is now called 'knobs' (the old key is still read)",
+        "'search' is now called 'tuner' (the old key is still read)",
+        "'storage' is now called 'optuna_storage' (the old key is still read)",
+        "'objective.delta' is now called 'objective.min_effect' (the old key is still read)"]
+    (tmp_path / "new.yaml").write_text(yaml.safe_dump(new))
+    load_space(tmp_path / "new.yaml")
+    assert capsys.readouterr().out == ""
+    with pytest.raises(UsageError, match=r"tuner\.trials"):
+        parse_space({**new, "tuner": {"trials": 0}})
+    with pytest.raises(UsageError, match="both 'space' and 'knobs'"):
+        parse_space({**old, "knobs": MINIMAL["space"]})

@@ -212,7 +212,7 @@ def test_resume_after_sigkill_loses_and_retrains_nothing(tmp_path):
     fresh = ResultsStore(str(tmp_path / "fresh"), str(tmp_path / "fresh_cache"),
                          space.objective.model_dump())
     for row in summary["selection"]:
-        params = {k: row["config"][k] for k in space.space}
+        params = {k: row["config"][k] for k in space.knobs}
         evaluate_config(space, SimulatedRunner(space), fresh, params, row["seeds"], race=False)
     ref = {r["config_hash"]: r for r in config_rows(fresh.all_records(), space)}
     for row in summary["selection"]:

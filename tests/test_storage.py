@@ -142,7 +142,7 @@ def test_storage_path_in_the_search_yaml(tmp_path):
 
     raw = yaml.safe_load((REPO / "search_spaces/simulated.yaml").read_text())
     space = parse_space({**raw, "storage_path": "s3://bucket/fsray", "storage": "sqlite:///x.db"})
-    assert space.storage_path == "s3://bucket/fsray" and space.storage == "sqlite:///x.db"
+    assert space.storage_path == "s3://bucket/fsray" and space.optuna_storage == "sqlite:///x.db"
     assert load_space(REPO / "search_spaces/simulated.yaml").storage_path is None   # old files
     with pytest.raises(UsageError, match="storage_path"):
         parse_space({**raw, "storage_path": "  "})

@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where Ray Tune/Train state and checkpoints go, and a copy of the results "
                              "at the end: a path all nodes mount or s3://BUCKET/PREFIX, gs://... "
                              "(default: the run directory; checked before any training)")
-    parser.add_argument("--storage", default=None, metavar="URL",
-                        help="SQLAlchemy URL of the Optuna study (default: SQLite in the run dir)")
+    parser.add_argument("--optuna-storage", "--storage", dest="optuna_storage", default=None, metavar="URL",
+                        help="SQLAlchemy URL of the Optuna study (default: SQLite in the run dir; "
+                             "--storage is its old name)")
     parser.add_argument("--top", type=int, default=5, help="configurations in the final table")
     parser.add_argument("--settle", action="store_true",
                         help="after the selection, give the top configurations fresh seeds in rounds "
@@ -49,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true",
                         help="print every column of the final stability table (default: fit the terminal)")
     parser.add_argument("--delta", type=float, default=None, metavar="X",
-                        help="smallest effect of interest for verdicts (objective.delta; default 0.01)")
+                        help="smallest effect of interest for verdicts (objective.min_effect; default 0.01)")
 
 
 def _fmt(x, spec="+.4f") -> str:
@@ -157,18 +158,18 @@ def run(args) -> int:
     if args.trials is not None:
         if args.trials < 1:
             raise UsageError("--trials must be >= 1")
-        update["search"] = space.search.model_copy(update={"trials": args.trials})
+        update["tuner"] = space.tuner.model_copy(update={"trials": args.trials})
     if args.concurrency is not None:
         if args.concurrency < 1:
             raise UsageError("--concurrency must be >= 1")
-        search = update.get("search", space.search)
-        update["search"] = search.model_copy(update={"concurrency": args.concurrency})
+        tuner = update.get("tuner", space.tuner)
+        update["tuner"] = tuner.model_copy(update={"concurrency": args.concurrency})
     if args.seeds is not None:
         if args.seeds < 2:
             raise UsageError("--seeds must be >= 2 (an interval needs 2)")
         update["seeds"] = space.seeds.model_copy(update={"count": args.seeds, "ids": None})
-    if args.storage:
-        update["storage"] = args.storage
+    if args.optuna_storage:
+        update["optuna_storage"] = args.optuna_storage
     if args.storage_path:
         update["storage_path"] = args.storage_path
     if args.confirm_seeds is not None and args.confirm_seeds < 0:
@@ -178,7 +179,7 @@ def run(args) -> int:
 
         if not (math.isfinite(args.delta) and args.delta > 0):
             raise UsageError(f"--delta must be a positive number, got {args.delta}")
-        update["objective"] = space.objective.model_copy(update={"delta": args.delta})
+        update["objective"] = space.objective.model_copy(update={"min_effect": args.delta})
     if args.settle:
         update["settle"] = space.settle.model_copy(update={"enabled": True})
     if update:
@@ -202,7 +203,7 @@ def run(args) -> int:
             import ray
 
             ray.shutdown()
-    print(render_summary(summary, list(space.space), top=args.top), flush=True)
+    print(render_summary(summary, list(space.knobs), top=args.top), flush=True)
     write_stability_report(Path(summary["run_dir"]), wide=args.wide)
     if storage is not None:
         copy_results(Path(summary["run_dir"]), storage)

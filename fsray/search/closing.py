@@ -22,14 +22,14 @@ def settle_summary(plan, space: SearchSpace, store: StoreClient) -> dict | None:
     for h, v in plan.configs.items():
         row = labels.get(h, {})
         out.append({"config_hash": h, "label": row.get("label", h), "config": row.get("config"),
-                    "verdict": v.verdict, "label_text": v.label(space.objective.delta),
+                    "verdict": v.verdict, "label_text": v.label(space.objective.min_effect),
                     "ge_delta": v.ge_delta, "n": v.n, "mean": v.mean, "lo": v.lo, "hi": v.hi,
                     "basis": v.basis, "seeds_to_decide": v.seeds_to_decide,
                     "would_decide": v.would_decide, "within_horizon": v.within_horizon, "note": v.note})
     family = plan.family
     for c in out:   # the plan names configurations by hash; a reader wants their labels
         family = family.replace(c["config_hash"], c["label"])
-    return {"delta": space.objective.delta, "family": family, "configs": out,
+    return {"delta": space.objective.min_effect, "family": family, "configs": out,
             "undecided": [c for c in out if c["verdict"] == "undecided"]}
 
 

@@ -16,7 +16,7 @@ def confirm(space: SearchSpace, runner, store: StoreClient, n: int, say) -> None
         say("[tune] no configuration finished on every seed: nothing to confirm")
         return
     seeds = space.seeds.confirmation(n)
-    params = {k: best["config"][k] for k in space.space}
+    params = {k: best["config"][k] for k in space.knobs}
     say(f"[tune] confirming {best['label']} on fresh seeds {seeds}")
     ensure_baselines(runner, store, seeds)
     try:

@@ -84,7 +84,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
         if space.trainable == "real":
             harness = runner.client = _start_harness(space, runner, run_dir, progress)
         n_layer = runner.n_layer
-        say(f"[tune] {space.name}: {space.search.trials} trials x {len(space.space)} knobs, "
+        say(f"[tune] {space.name}: {space.tuner.trials} trials x {len(space.knobs)} knobs, "
             f"seeds {space.seeds.selection()}, objective {space.objective.kind}, "
             f"{space.trainable} trainable, n_layer {n_layer}, run dir {run_dir}")
         if resume:
@@ -127,7 +127,7 @@ def _start_harness(space: SearchSpace, runner, run_dir: Path, progress: Progress
     from fsray.harness import SeedRunHarness
 
     r = space.resources
-    return SeedRunHarness(runner.spec, groups=space.search.concurrency, workers=r.workers,
+    return SeedRunHarness(runner.spec, groups=space.tuner.concurrency, workers=r.workers,
                           use_gpu=r.gpus_per_worker > 0, storage_path=train_storage(space, run_dir),
                           name=space.name, max_retries=r.max_retries,
                           capacity_timeout_s=r.capacity_timeout_s, on_event=progress.on_event)

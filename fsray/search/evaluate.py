@@ -285,80 +285,123 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     as such without training. A seed run that raises, returns NaN or runs out of memory is recorded
     as failed and the trial raises ``RunFailed`` (Tune then marks it errored and goes on).
     """
-    cfg = space.fs_config(params)
-    chash = config_hash(cfg)
-    extra = dict(record_extra or {})
-    n_full = len(seeds)
-    state = {"failure": None, "raced": None}
+    return ConfigEvaluation(space, runner, store, params, seeds, stage, trial_id, race, report,
+                            record_extra).run()
 
-    def records() -> list[dict]:
-        return [r for r in (store.lookup(chash, s, stage) for s in seeds) if r is not None]
 
-    def after_record() -> bool:
-        recs = records()
-        stats = obj.config_stats(recs, space.objective)
-        metrics = obj.tune_metrics(stats, space.objective)
-        if race and not state["raced"]:
-            incumbent = store.incumbent(n_full)
-            state["raced"] = obj.race_decision(stats["deltas"], n_full, incumbent, space.racing,
-                                               space.objective.interval)
-        if report is not None and metrics is not None:
-            done = len(recs) >= n_full or state["raced"] is not None
-            report({**metrics, "runs_saved": (n_full - len(recs)) if state["raced"] else 0,
-                    "raced": bool(state["raced"]), "done": done})
-        return state["raced"] is not None
+class ConfigEvaluation:
+    """One configuration over its seeds, step by step (``run``): the seeds already recorded, then a
+    provable no-op recorded without training, then the FS runs, racing after each record
+    (``look``). A failed seed is recorded and ends the evaluation (``failure``); a run lost with
+    the cluster's capacity is recorded nowhere (``CapacityLost``)."""
 
-    cached = [s for s in seeds if store.lookup(chash, s, stage) is not None]
-    failed = [r for r in records() if r["status"] == "failed"]
-    if failed:
-        raise RunFailed(f"config {chash} failed on seed {failed[0]['seed']}: {failed[0]['failure']}")
-    todo = [s for s in seeds if s not in cached]
-    if cached and after_record():
-        todo = []
+    def __init__(self, space: SearchSpace, runner, store: StoreClient, params: dict, seeds: list[int],
+                 stage: str = "selection", trial_id: str | None = None, race: bool = True,
+                 report: Callable[[dict], None] | None = None, record_extra: dict | None = None):
+        self.space, self.runner, self.store, self.params = space, runner, store, params
+        self.seeds, self.stage, self.trial_id, self.race, self.report = seeds, stage, trial_id, race, report
+        self.extra = dict(record_extra or {})
+        self.cfg = space.fs_config(params)
+        self.chash = config_hash(self.cfg)
+        self.n_full = len(seeds)
+        self.failure: str | None = None   # why a seed failed (the evaluation then raises RunFailed)
+        self.raced: str | None = None     # why racing stopped the configuration
+        self.todo: list[int] = []         # the seeds being trained
+        self.baselines: Mapping[int, dict] = {}
 
-    reason = cfg.noop_reason(runner.n_layer)
-    if reason is not None:
+    def run(self) -> dict:
+        todo = self.reuse_recorded()
+        todo = self.record_noop(todo)
+        if todo:
+            self.train(todo)
+        if self.failure is not None:
+            raise RunFailed(f"config {self.cfg.label()} failed: {self.failure}")
+        stats = obj.config_stats(self.records(), self.space.objective)
+        stats.update(config_hash=self.chash, raced=self.raced, params=self.params)
+        return stats
+
+    # ------------------------------------------------------------------------------ the steps
+    def reuse_recorded(self) -> list[int]:
+        """The seeds left to train: a recorded failure fails at once; recorded seeds count (and
+        can already race the configuration out)."""
+        cached = [s for s in self.seeds if self.store.lookup(self.chash, s, self.stage) is not None]
+        failed = [r for r in self.records() if r["status"] == "failed"]
+        if failed:
+            raise RunFailed(f"config {self.chash} failed on seed {failed[0]['seed']}: {failed[0]['failure']}")
+        todo = [s for s in self.seeds if s not in cached]
+        if cached and self.look():
+            todo = []
+        return todo
+
+    def record_noop(self, todo: list[int]) -> list[int]:
+        """A provable no-op: each seed left is recorded as one, against its cached baseline."""
+        reason = self.cfg.noop_reason(self.runner.n_layer)
+        if reason is None:
+            return todo
         for seed in todo:
-            base = store.baseline(runner.baseline_key(seed))
-            store.append(runner.make_record(cfg, seed, base, None, stage, trial_id, noop_reason=reason) | extra)
-        todo = []
-        after_record()
+            base = self.store.baseline(self.runner.baseline_key(seed))
+            self._record(seed, base, None, noop_reason=reason)
+        self.look()
+        return []
 
-    if todo:
-        baselines = _BaselinesLater(runner, store, todo)
-
-        def on_run(seed: int, run: dict | None, failure: str | None) -> bool:
-            if run is not None and run.get("lost"):   # the cluster's fault: record nothing
-                raise CapacityLost(f"config {cfg.label()}, seed {seed}: {run['failure']}")
-            if failure is None and not _finite_run(run):
-                failure = "diverged: the FS run returned a NaN or infinite metric"
-            base = baselines[seed]
-            if failure is None and not _finite_run(base):
-                failure = f"baseline run failed: {base.get('failure') or 'non-finite metric'}"
-            if failure is not None:
-                state["failure"] = failure
-                store.append(runner.make_record(cfg, seed, base, None, stage, trial_id,
-                                                failure=failure) | extra)
-                return True
-            store.append(runner.make_record(cfg, seed, base, run, stage, trial_id) | extra)
-            later = todo[todo.index(seed) + 1:]
-            if later:
-                store.mark_running(trial_id or "", cfg.model_dump(), chash, later[0], stage)
-            return after_record()
-
+    def train(self, todo: list[int]) -> None:
+        """The FS runs of ``todo``, their baselines trained beside them (``_BaselinesLater``)."""
+        self.todo, self.baselines = todo, _BaselinesLater(self.runner, self.store, todo)
         # The seed about to run is marked so that a trial process killed outright (a real OOM)
         # can still be recorded as failed on that seed by the driver's callback.
-        store.mark_running(trial_id or "", cfg.model_dump(), chash, todo[0], stage)
+        self._mark_running(todo[0])
         try:
-            runner.fs_runs(cfg, todo, baselines, on_run, trial_id=trial_id, race=race)
+            self.runner.fs_runs(self.cfg, todo, self.baselines, self.on_run, trial_id=self.trial_id,
+                                race=self.race)
         except CapacityLost:
             raise
         except Exception as exc:  # noqa: BLE001 - a crash fails the first seed it left undone
-            undone = [s for s in todo if store.lookup(chash, s, stage) is None]
-            if undone and state["failure"] is None:
-                on_run(undone[0], None, first_line(exc))
-    if state["failure"] is not None:
-        raise RunFailed(f"config {cfg.label()} failed: {state['failure']}")
-    stats = obj.config_stats(records(), space.objective)
-    stats.update(config_hash=chash, raced=state["raced"], params=params)
-    return stats
+            undone = [s for s in todo if self.store.lookup(self.chash, s, self.stage) is None]
+            if undone and self.failure is None:
+                self.on_run(undone[0], None, first_line(exc))
+
+    def on_run(self, seed: int, run: dict | None, failure: str | None) -> bool:
+        """One FS run back: record it (or its failure); True to stop (failed, or raced out)."""
+        if run is not None and run.get("lost"):   # the cluster's fault: record nothing
+            raise CapacityLost(f"config {self.cfg.label()}, seed {seed}: {run['failure']}")
+        if failure is None and not _finite_run(run):
+            failure = "diverged: the FS run returned a NaN or infinite metric"
+        base = self.baselines[seed]
+        if failure is None and not _finite_run(base):
+            failure = f"baseline run failed: {base.get('failure') or 'non-finite metric'}"
+        if failure is not None:
+            self.failure = failure
+            self._record(seed, base, None, failure=failure)
+            return True
+        self._record(seed, base, run)
+        later = self.todo[self.todo.index(seed) + 1:]
+        if later:
+            self._mark_running(later[0])
+        return self.look()
+
+    def look(self) -> bool:
+        """After a record: the statistics so far, the racing decision, Tune's report; True when
+        racing stopped the configuration."""
+        recs = self.records()
+        stats = obj.config_stats(recs, self.space.objective)
+        metrics = obj.tune_metrics(stats, self.space.objective)
+        if self.race and not self.raced:
+            incumbent = self.store.incumbent(self.n_full)
+            self.raced = obj.race_decision(stats["deltas"], self.n_full, incumbent, self.space.racing)
+        if self.report is not None and metrics is not None:
+            done = len(recs) >= self.n_full or self.raced is not None
+            self.report({**metrics, "runs_saved": (self.n_full - len(recs)) if self.raced else 0,
+                         "raced": bool(self.raced), "done": done})
+        return self.raced is not None
+
+    # ------------------------------------------------------------------------------ helpers
+    def records(self) -> list[dict]:
+        found = (self.store.lookup(self.chash, s, self.stage) for s in self.seeds)
+        return [r for r in found if r is not None]
+
+    def _record(self, seed: int, base: dict | None, run: dict | None, **why) -> None:
+        self.store.append(self.runner.make_record(self.cfg, seed, base, run, self.stage, self.trial_id, **why)
+                          | self.extra)
+
+    def _mark_running(self, seed: int) -> None:
+        self.store.mark_running(self.trial_id or "", self.cfg.model_dump(), self.chash, seed, self.stage)

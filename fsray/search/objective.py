@@ -36,7 +36,7 @@ def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
     """n, mean, std, interval, signs and the objective value(s) of one configuration's records."""
     from analysis.stats import mean_interval
 
-    key = objective.delta_key
+    key = objective.metric_key
     deltas = [d for d in (paired_delta(r, key) for r in records) if d is not None]
     d = np.asarray(deltas, dtype=float)
     n = int(d.size)
@@ -72,7 +72,7 @@ def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
 def _breakthrough_lower_bound(records: list[dict], objective: ObjectiveSection) -> float | None:
     """Lower bound of the change in breakthrough rate (share of seeds that learn): the paired 2x2
     table of learned / not learned per seed (``analysis.bimodal``)."""
-    key = objective.delta_key
+    key = objective.metric_key
     both = only_fs = only_base = neither = 0
     for rec in records:
         if rec["status"] == "noop":
@@ -118,7 +118,7 @@ def incumbent_bound(groups: dict[str, list[dict]], n_full: int, objective: Objec
     """Best lower bound of the mean delta among configurations evaluated on every seed."""
     from analysis.stats import mean_interval
 
-    key = objective.delta_key
+    key = objective.metric_key
     best = None
     for records in groups.values():
         if any(r["status"] == "failed" for r in records) or all(r["status"] == "noop" for r in records):
@@ -132,15 +132,15 @@ def incumbent_bound(groups: dict[str, list[dict]], n_full: int, objective: Objec
 
 
 def race_decision(deltas: list[float], n_planned: int, incumbent: float | None,
-                  racing: RacingSection, method: str = "t") -> str | None:
+                  racing: RacingSection) -> str | None:
     """Why to stop a configuration now, or None to go on.
 
     Racing looks at a configuration after every seed, so it uses the same group-sequential bounds
     as the verdicts (``analysis.sequential``: alpha spending over the looks actually taken, horizon
     = the planned seeds): stop when even the candidate's repeated upper bound (one-sided error
     ``(1 - racing.level) / 2`` over all looks) lies below the incumbent's lower bound. A look needs
-    ``MIN_SEEDS`` seeds; ``method`` is kept for callers and not used (the bound is a t bound).
-    """
+    ``MIN_SEEDS`` seeds. The bound is a t bound whatever ``objective.interval`` says (the
+    sequential bounds are t bounds)."""
     from analysis.sequential import MIN_SEEDS, t_boundaries
 
     n = len(deltas)

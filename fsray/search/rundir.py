@@ -5,7 +5,7 @@ Layout of a run directory::
     <run>/space.json         the validated search (what --resume continues)
     <run>/results.jsonl      one fsray.paired/1 record per finished paired seed (the cache)
     <run>/baselines.jsonl    baselines this search trained (the rest came from the shared cache)
-    <run>/optuna.db          the Optuna study (SQLite; any SQLAlchemy URL via `storage:`)
+    <run>/optuna.db          the Optuna study (SQLite; any SQLAlchemy URL via `optuna_storage:`)
     <run>/tune/              Tune's experiment state (Tuner.restore on --resume)
     <run>/train/             Ray Train's state and the seed runs' resumable state (unless
                              `storage_path:` names a shared location)
@@ -61,7 +61,7 @@ def check_same_search(run_dir: Path, space: SearchSpace) -> None:
     if not (run_dir / "space.json").exists():
         return
     saved = SearchSpace.model_validate_json((run_dir / "space.json").read_text())
-    same = {"search": True, "settle": True, "objective": {"delta"}}
+    same = {"tuner": True, "settle": True, "objective": {"min_effect"}}
     if saved.model_dump(exclude=same) != space.model_dump(exclude=same):
         raise UsageError(f"--resume: {run_dir} was made by a different search file")
 

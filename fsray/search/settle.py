@@ -63,10 +63,10 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
     task = task_label(space.task.name, space.task.options)
     fresh = space.seeds.confirmation(st.max_seeds_per_config)   # the same fresh seeds for all: shared baselines
     failed: set[str] = set()
-    say(f"[tune] settling {len(rows)} configuration(s) on fresh seeds, delta {space.objective.delta:g}, "
+    say(f"[tune] settling {len(rows)} configuration(s) on fresh seeds, delta {space.objective.min_effect:g}, "
         f"rounds of {st.round_size}, at most {st.max_seeds_per_config} seeds each")
 
-    recorded = {h: v for h, v in settle_state(store.all_records(), metric=space.objective.delta_key).horizon.items()
+    recorded = {h: v for h, v in settle_state(store.all_records(), metric=space.objective.metric_key).horizon.items()
                 if h in rows and v != st.max_seeds_per_config}
     if recorded:
         h, v = next(iter(recorded.items()))
@@ -75,17 +75,17 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
                          f"horizon a design started with); raise settle.total_budget to go on")
 
     def plan_now():
-        state = settle_state(store.all_records(), metric=space.objective.delta_key)
+        state = settle_state(store.all_records(), metric=space.objective.metric_key)
         deltas = {h: state.deltas.get(h, []) for h in rows if h not in failed}
         used = sum(len(state.deltas.get(h, [])) for h in rows)
         budget = None if st.total_budget is None else max(0, st.total_budget - used)
-        plan = settle_plan(deltas, space.objective.delta, looks_by_config={h: state.looks.get(h, []) for h in deltas},
+        plan = settle_plan(deltas, space.objective.min_effect, looks_by_config={h: state.looks.get(h, []) for h in deltas},
                            max_seeds_per_config=st.max_seeds_per_config, round_size=st.round_size,
                            total_budget=budget, noop=state.noop, what=task)
         return plan, state.last_round + 1
 
     def run_config(h: str, seeds: list[int], rnd: int) -> None:
-        params = {k: rows[h]["config"][k] for k in space.space}
+        params = {k: rows[h]["config"][k] for k in space.knobs}
         try:
             evaluate_config(space, runner, store, params, seeds, stage="confirmation",
                             trial_id=f"settle-{rnd}", race=False,
@@ -111,7 +111,7 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         with ThreadPoolExecutor(len(todo)) as pool:
             list(pool.map(lambda item: run_config(item[0], item[1], rnd), todo.items()))
         plan, rnd = plan_now()
-        said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.delta)}" for h, v in plan.configs.items()
+        said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.min_effect)}" for h, v in plan.configs.items()
                          if h in rows)
         say(f"[tune] settle round {rnd - 1} done: {said}")
     return plan

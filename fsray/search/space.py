@@ -121,11 +121,18 @@ class ObjectiveSection(_Strict):
     interval: str = "t"  # analysis.stats.mean_interval method
     k: float = Field(default=1.0, ge=0.0)  # mean_minus_k_std
     learned_margin: float = Field(default=0.1, ge=0.0)  # breakthrough: above chance by this
-    # smallest effect of interest for verdicts (helps / hurts / no effect >= delta), metric's units
-    delta: float = Field(default=0.01, gt=0.0, allow_inf_nan=False)
+    # smallest effect of interest for verdicts (helps / hurts / no effect >= it), metric's units
+    # (the verdicts' delta; YAML key `delta` before)
+    min_effect: float = Field(default=0.01, gt=0.0, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        return _renamed_keys(data, OBJECTIVE_RENAMED)
 
     @property
-    def delta_key(self) -> str:
+    def metric_key(self) -> str:
+        """The RunResult metric the objective reads (``token_acc`` for ``acc``)."""
         from analysis.schema import METRIC_OF_SHORT
 
         return METRIC_OF_SHORT[self.metric]
@@ -239,7 +246,9 @@ class ContrastSection(_Strict):
         return self
 
 
-class SearchSection(_Strict):
+class TunerSection(_Strict):
+    """How Tune and Optuna run the selection (YAML key `search` before)."""
+
     sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
     sampler_seed: int | None = 0
     trials: int = Field(default=12, ge=1)
@@ -263,23 +272,28 @@ class SearchSpace(_Strict):
     # runner); a value here that disagrees is an error
     n_layer: int | None = Field(default=None, ge=1)
     seeds: SeedsSection
-    space: dict[str, Distribution] = Field(min_length=1)
+    knobs: dict[str, Distribution] = Field(min_length=1)   # the searched FS knobs (YAML `space` before)
     fixed: dict[str, Any] = Field(default_factory=dict)
     objective: ObjectiveSection = Field(default_factory=ObjectiveSection)
     racing: RacingSection = Field(default_factory=RacingSection)
     settle: SettleSection = Field(default_factory=SettleSection)
-    search: SearchSection = Field(default_factory=SearchSection)
+    tuner: TunerSection = Field(default_factory=TunerSection)
     resources: ResourcesSection = Field(default_factory=ResourcesSection)
     simulated: SimulatedSection | None = None
     contrast: ContrastSection | None = None
     results_dir: str = "runs"
     baseline_cache: str = "~/.cache/fsray/baselines"
-    storage: str | None = None  # SQLAlchemy URL of the Optuna study; default SQLite in the run dir
+    # SQLAlchemy URL of the Optuna study (YAML `storage` before); default SQLite in the run dir
+    optuna_storage: str | None = None
     # Where Ray Tune/Train state and checkpoints go (fsray.storage): a local path (default: the run
     # directory; one node), a path every node mounts, or an object-store URI (s3://, gs://, ...).
     # With a URI, the run's results are also copied there when the search ends (`fsray report URI`).
-    # Not `storage`, which stays the Optuna study's SQLAlchemy URL (older search files).
     storage_path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        return _renamed_keys(data, RENAMED)
 
     @field_validator("storage_path")
     @classmethod
@@ -303,7 +317,7 @@ class SearchSpace(_Strict):
             return {"ids": v}
         return v
 
-    @field_validator("space")
+    @field_validator("knobs")
     @classmethod
     def _space_knobs(cls, space: dict) -> dict:
         for knob, dist in space.items():
@@ -326,13 +340,13 @@ class SearchSpace(_Strict):
 
     @model_validator(mode="after")
     def _whole(self):
-        both = set(self.space) & set(self.fixed)
+        both = set(self.knobs) & set(self.fixed)
         if both:
             raise ValueError(f"knob(s) {sorted(both)} are both searched and fixed")
         if self.trainable == "simulated" and self.simulated is None:
             raise ValueError("trainable is 'simulated' but the 'simulated' section is missing")
-        if self.objective.kind == "multi" and self.search.sampler not in ("tpe", "random"):
-            raise ValueError("objective.kind 'multi' needs search.sampler tpe or random")
+        if self.objective.kind == "multi" and self.tuner.sampler not in ("tpe", "random"):
+            raise ValueError("objective.kind 'multi' needs tuner.sampler tpe or random")
         if self.contrast is not None:
             for level in self.contrast.levels:   # every level must be a task the trainer can build
                 _check_task_level(self.task, self.contrast.key, level)
@@ -401,14 +415,54 @@ def load_space(path: str | Path) -> SearchSpace:
         raise UsageError(f"{path}:{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
-    return parse_space(raw, where=str(path))
+    # the notes go to stdout with the run's other lines: stderr stays one line for an error
+    return parse_space(raw, where=str(path), say=lambda line: print(line, flush=True))
 
 
-def parse_space(raw: dict, where: str = "search") -> SearchSpace:
+# Keys of a search file that were renamed (old -> new): the old ones are still read (search files
+# and the space.json of older run directories); ``parse_space`` names the new key once.
+RENAMED = {"space": "knobs", "search": "tuner", "storage": "optuna_storage"}
+OBJECTIVE_RENAMED = {"delta": "min_effect"}
+
+
+def _renamed_keys(data, renamed: dict[str, str]):
+    if not isinstance(data, dict) or not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old in data:
+            if new in data:
+                raise ValueError(f"both {old!r} and {new!r} given: {old!r} is the old name of {new!r}, keep one")
+            data[new] = data.pop(old)
+    return data
+
+
+def old_keys(raw: dict) -> list[tuple[str, str]]:
+    """The renamed keys a search file still uses, as (old, new) dotted paths."""
+    used = [(old, new) for old, new in RENAMED.items() if old in raw]
+    objective = raw.get("objective")
+    if isinstance(objective, dict):
+        used += [(f"objective.{old}", f"objective.{new}") for old, new in OBJECTIVE_RENAMED.items()
+                 if old in objective]
+    return used
+
+
+def parse_space(raw: dict, where: str = "search", say=None) -> SearchSpace:
+    """Validate a search file's mapping; any problem is one ``UsageError`` line naming the key as
+    written. ``say(line)`` gets one line per renamed key the file still uses."""
+    renamed = old_keys(raw) if isinstance(raw, dict) else []
     try:
-        return SearchSpace.model_validate(raw)
+        space = SearchSpace.model_validate(raw)
     except ValidationError as exc:
-        raise UsageError(f"{where}: {_first_error(exc)}") from None
+        msg = _first_error(exc)
+        for old, new in renamed:   # name the key the file has
+            if msg.startswith((f"{new}.", f"{new}:")):
+                msg = old + msg[len(new):]
+        raise UsageError(f"{where}: {msg}") from None
+    if say is not None:
+        for old, new in renamed:
+            say(f"fsray: note: {where}: {old!r} is now called {new!r} (the old key is still read)")
+    return space
 
 
 def optuna_distributions(space: SearchSpace) -> dict:
@@ -417,7 +471,7 @@ def optuna_distributions(space: SearchSpace) -> dict:
     import optuna
 
     out = {}
-    for knob, dist in space.space.items():
+    for knob, dist in space.knobs.items():
         if isinstance(dist, Categorical):
             out[knob] = optuna.distributions.CategoricalDistribution(dist.choices)
         elif isinstance(dist, IntRange):

@@ -92,7 +92,7 @@ class SearchCallback(tune.Callback):
             len(space.seeds.selection()) - r["n"] for r in rows
             if r["status"] == "raced" and r["config_hash"] in self.finished)
         best_txt = (f"best {space.objective.kind} {best['objective']:+.4f} "
-                    f"({short_label(best['config'], space.space)})"
+                    f"({short_label(best['config'], space.knobs)})"
                     if best else "best: none yet")
         self.say(f"[tune] {event} | trials done {self.done}/{self.total} | {best_txt} | "
                  f"runs made {counts['runs_made']} (saved by racing {counts['racing_runs_saved']})")
@@ -149,7 +149,7 @@ def trial_error(trial) -> str:
 def sampler(space: SearchSpace):
     import optuna
 
-    s = space.search
+    s = space.tuner
     if s.sampler == "tpe":
         # constant_liar keeps concurrent trials from all proposing the same point
         return optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=s.concurrency > 1,
@@ -167,10 +167,10 @@ def sampler(space: SearchSpace):
 
 
 def optuna_storage(space: SearchSpace, run_dir: Path):
-    """The Optuna study's storage: the search's ``storage:`` URL, else ``<run>/optuna.db``."""
+    """The Optuna study's storage: the search's ``optuna_storage:`` URL, else ``<run>/optuna.db``."""
     import optuna
 
-    url = space.storage or f"sqlite:///{run_dir / 'optuna.db'}"
+    url = space.optuna_storage or f"sqlite:///{run_dir / 'optuna.db'}"
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as exc:  # noqa: BLE001 - a bad URL is bad input
@@ -190,7 +190,7 @@ def searcher(space: SearchSpace, run_dir: Path):
     search = OptunaSearch(space=optuna_distributions(space), metric=metric, mode=mode,
                           sampler=sampler(space), study_name=space.name,
                           storage=optuna_storage(space, run_dir))
-    return ConcurrencyLimiter(search, max_concurrent=space.search.concurrency)
+    return ConcurrencyLimiter(search, max_concurrent=space.tuner.concurrency)
 
 
 def trial_resources(space: SearchSpace):
@@ -230,7 +230,7 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
     tb = time.perf_counter()
     seeds = space.seeds.selection()
     missing = sum(store.baseline(runner.baseline_key(s)) is None for s in seeds)
-    progress.plan(missing + space.search.trials * len(seeds))
+    progress.plan(missing + space.tuner.trials * len(seeds))
     ensure_baselines(runner, store, seeds)
     say(f"[tune] baselines ready ({store.baselines_trained()} trained by this search, "
         f"{time.perf_counter() - tb:.1f}s)")
@@ -241,7 +241,7 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
                              baseline_keys={s: runner.baseline_key(s) for s in seeds},
                              n_layer=n_layer),
         trial_resources(space))
-    callback = SearchCallback(store, space, runner, space.search.trials, say, progress.trials)
+    callback = SearchCallback(store, space, runner, space.tuner.trials, say, progress.trials)
     tune_path = run_dir / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_path)):
         # errored trials run again: a configuration that really failed has its failure recorded
@@ -254,7 +254,7 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher(space, run_dir),
-                                        num_samples=space.search.trials,
+                                        num_samples=space.tuner.trials,
                                         # keep trial processes (and their imports) alive
                                         reuse_actors=True),
             run_config=tune.RunConfig(
