@@ -322,7 +322,8 @@ def answer_lines(report, run: RunContext | None = None, width: int | None = None
     body = [family_line(f) for f in ans.families]
     body += [best_line(c, several) for c in ans.best]
     body += list(ans.extra)
-    out = [f"{TITLE} (δ={ans.delta:g})"]
+    lower = ": d_loss (lower is better)" if report.options.metric == "loss" else ""
+    out = [f"{TITLE} (δ={ans.delta:g}){lower}"]
     for line in body:
         out.extend(_wrap(line, width))
     if ans.next.command:
