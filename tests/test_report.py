@@ -550,3 +550,30 @@ def test_verdicts_on_the_researchers_files(upstream_dir):
     noop = s[s["config"].str.contains("lstart12")]
     assert len(noop) and set(noop["verdict"]) == {"no-op"}
     assert all(f["top"] is None or "lstart12" not in f["top"] for f in rep.families)
+
+
+def test_html_opens_with_the_answer_and_hides_the_other_columns(report):
+    """Issue 22: the headline block comes first (one sentence per family with its verdict counts,
+    the best candidate, what to run next); the main columns show, the rest carry class "more"
+    (shown by the CSS toggle); the plots name configurations by the table's ids, with their key
+    beside them; the legend stays in the page."""
+    page = render(report, "html")
+    body = page.split("<body>", 1)[1]
+    assert body.lstrip().startswith("<section id='headline'>")
+    head = body.split("</section>", 1)[0]
+    for fam in report.families:
+        assert f"<b>{fam['task']} [{fam['stage']}]</b>" in head
+    assert "best candidate: C1 " in head and "<b>next:</b>" in head
+    assert body.index("</section>") < body.index("<table>") < body.index("How to read this report")
+    header = re.search(r"<thead><tr>(.*?)</tr></thead>", page, re.S).group(1)
+    shown = re.findall(r"<th(?: class='label')?>([^<]*)</th>", header)
+    hidden = re.findall(r"<th class='more'>([^<]*)</th>", header)
+    assert shown[:2] == ["id", "stage"] and "config" in shown and "verdict (δ=0.01)" in shown
+    assert {"std", "Wilcoxon p", "Holm", "BH", "seeds@80%"} <= set(hidden)
+    assert "task" not in shown + hidden   # one task: said in the heading instead
+    assert "#allcols:checked~.wrap .more{display:table-cell}" in page and "<script" not in page
+    # each plot's key lists the ids it shows, with the configuration
+    keys = re.findall(r"<ul class='key'>(.*?)</ul>", page, re.S)
+    assert len(keys) == 3
+    for cid, cfg in zip(report.summary["config_id"], report.summary["config"]):
+        assert f"<li><b>{cid}</b> {cfg}</li>" in keys[0]

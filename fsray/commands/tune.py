@@ -235,17 +235,18 @@ def run(args) -> int:
     report = stability_report(run_dir)
     width = None if args.wide else _width()
     ids = {} if report is None else _ids_by_hash(report)
+    from analysis.answer import answer_lines, run_context
+
+    # the command the answer names repeats the flags that change what a settling run does
+    extra = [*(["--seeds", str(args.seeds)] if args.seeds is not None else []),
+             *(["--delta", f"{args.delta:g}"] if args.delta is not None else [])]
+    ctx = run_context(run_dir, space=args.space, extra_args=extra)
     print(render_summary(summary, list(space.space), top=args.top, ids=ids, width=width), flush=True)
-    write_stability_report(run_dir, wide=args.wide, explain=args.explain, report=report)
+    write_stability_report(run_dir, wide=args.wide, explain=args.explain, report=report, run=ctx)
     if storage is not None:
         copy_results(run_dir, storage)
     if report is not None:
-        from analysis.answer import answer_lines, run_context
-
         # the answer last: what was decided, the best candidate, the one command to run next
-        extra = [*(["--seeds", str(args.seeds)] if args.seeds is not None else []),
-                 *(["--delta", f"{args.delta:g}"] if args.delta is not None else [])]
-        ctx = run_context(run_dir, space=args.space, extra_args=extra)
         print("\n" + "\n".join(answer_lines(report, ctx, width)), flush=True)
     return 0
 
@@ -287,12 +288,13 @@ def copy_results(run_dir: Path, storage) -> str | None:
 
 
 def write_stability_report(run_dir: Path, wide: bool = False, explain: bool = False,
-                           report=None) -> Path | None:
+                           report=None, run=None) -> Path | None:
     """End of a search: the analysis package's stability table on the terminal (at its width,
     120 columns with no terminal, most important columns first; ``wide``: every column;
     ``explain``: the legend too) and a self-contained HTML report in the run directory (written to
-    a temporary file, then renamed, so a crash never leaves half a report). The answer is said
-    after it (``run``)."""
+    a temporary file, then renamed, so a crash never leaves half a report), which opens with the
+    answer (``run``: the ``analysis.answer.RunContext`` its command continues; default: the run
+    directory's own space.json). The terminal's answer is said after this, by the caller."""
     from analysis.answer import run_context
     from analysis.renderers import render_html, render_table
 
@@ -303,7 +305,7 @@ def write_stability_report(run_dir: Path, wide: bool = False, explain: bool = Fa
     print(render_table(report, wide=wide, explain=explain, with_answer=False), end="", flush=True)
     out = run_dir / "report.html"
     tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(render_html(report, run=run_context(run_dir)), encoding="utf-8")
+    tmp.write_text(render_html(report, run=run or run_context(run_dir)), encoding="utf-8")
     os.replace(tmp, out)
     print(f"HTML report: {out}", flush=True)
     return out
