@@ -11,7 +11,6 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from packaging.requirements import Requirement
-from packaging.specifiers import SpecifierSet
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -24,3 +23,11 @@ def test_license_is_an_spdx_string_and_setuptools_reads_it():
                if Requirement(r).name == "setuptools")
     assert "76.9" not in req.specifier and "77.0" in req.specifier
     assert not any(c.startswith("License ::") for c in PYPROJECT["project"].get("classifiers", []))
+
+
+def test_extras_install_the_dashboard_and_the_tracker():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert [Requirement(r).name for r in extras["dashboard"]] == ["optuna-dashboard"]
+    assert [Requirement(r).name for r in extras["mlflow"]] == ["mlflow"]
+    # the tracking test needs MLflow's client in the test set-up
+    assert "mlflow-skinny" in {Requirement(r).name for r in extras["test"]}

@@ -136,6 +136,26 @@ def test_simulated_search_end_to_end(tmp_path):
     study = optuna.load_study(study_name="tune_test", storage=f"sqlite:///{out / 'optuna.db'}")
     states = Counter(t.state.name for t in study.trials)
     assert sum(states.values()) == 8 and states["FAIL"] == len({r["config_hash"] for r in failed})
+    # each trial's user attrs carry the stability question (optuna-dashboard shows them; issue 22)
+    by_hash = {r["config_hash"]: r for r in rows}
+    for t in study.trials:
+        a = t.user_attrs
+        assert {"config", "config_hash", "mean_delta", "spread", "interval", "interval_level",
+                "n_seeds", "seeds", "signs", "status"} <= set(a), (t.number, a)
+        row = by_hash[a["config_hash"]]
+        assert a["config"] == row["label"] and a["n_seeds"] == row["n"]
+        failed_seeds = {r["seed"] for r in failed if r["config_hash"] == a["config_hash"]}
+        assert a["status"] == row["status"]
+        assert a["seeds"] == [s for s in row["seeds"] if s not in failed_seeds]
+        if row["status"] == "failed":
+            assert t.state.name == "FAIL" and "simulated crash" in a["failure"]
+            continue
+        assert a["mean_delta"] == row["mean"] and a["spread"] == row["std"]
+        assert a["interval"] == ([0.0, 0.0] if row["status"] == "noop" else [row["lo"], row["hi"]])
+        assert a["verdict"].startswith(("helps", "hurts", "no effect", "undecided", "no-op"))
+        assert (a["verdict"] == "no-op (A/A)") == (row["status"] == "noop")
+        if row["objective"] is not None:
+            assert t.value == row["objective"]   # the objective is what it was
 
 
 

@@ -56,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--explain", action="store_true",
                         help="also print the report's legend, family statements and the seeds each "
                              "configuration needs (the HTML report always has them)")
+    parser.add_argument("--mlflow", default=None, metavar="URI",
+                        help="log each trial to MLflow (Ray Tune's MLflowLoggerCallback: knobs as "
+                             "params, paired statistics as metrics) and the HTML report as an "
+                             "artifact of a closing run; URI e.g. file:///abs/path/mlruns "
+                             "(pip install 'fsray[mlflow]')")
+    parser.add_argument("--wandb", default=None, metavar="PROJECT",
+                        help="log each trial to Weights & Biases (WandbLoggerCallback), offline "
+                             "unless WANDB_MODE says otherwise; `wandb sync` uploads it")
     parser.add_argument("--delta", type=float, default=None, metavar="X",
                         help="smallest effect of interest for verdicts (objective.delta; default 0.01)")
 
@@ -222,10 +230,16 @@ def run(args) -> int:
         storage = check_storage(space.storage_path)
     from fsray.cluster import cluster_address, start_ray
 
+    from fsray.search.driver import run_dir_of
+    from fsray.search.tracking import logger_callbacks
+
+    callbacks = logger_callbacks(space.name, run_dir_of(space, args.out), mlflow_uri=args.mlflow,
+                                 wandb_project=args.wandb)
     started = start_ray(debug=getattr(args, "debug", False)) if cluster_address() else False
     try:
         summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,
-                             say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only)
+                             say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only,
+                             callbacks=callbacks)
     finally:
         if started:
             import ray
@@ -245,6 +259,12 @@ def run(args) -> int:
     write_stability_report(run_dir, wide=args.wide, explain=args.explain, report=report, run=ctx)
     if storage is not None:
         copy_results(run_dir, storage)
+    if args.mlflow:
+        from fsray.search.tracking import log_report
+
+        rid = log_report(args.mlflow, space.name, run_dir, summary)
+        print(f"MLflow: experiment {space.name!r} at {args.mlflow} (trials, and the report in run {rid})",
+              flush=True)
     if report is not None:
         # the answer last: what was decided, the best candidate, the one command to run next
         print("\n" + "\n".join(answer_lines(report, ctx, width)), flush=True)

@@ -69,7 +69,8 @@ def stability_attrs(space, records: list[dict], params: dict) -> dict:
     attrs = {
         "config": cfg.label(), "config_hash": chash,
         "mean_delta": stats["mean"], "spread": stats["std"],
-        "interval": [stats["lo"], stats["hi"]], "interval_level": obj.level,
+        # a provable no-op's interval is exactly [0, 0] (config_stats gives it no objective)
+        "interval": [0.0, 0.0] if noop else [stats["lo"], stats["hi"]], "interval_level": obj.level,
         "n_seeds": stats["n"], "seeds": [int(r["seed"]) for r in recs if r["status"] != "failed"],
         "signs": "/".join(map(str, stats["signs"])),
         "status": "failed" if failed else "noop" if noop else
