@@ -124,7 +124,8 @@ def _fmt(v, spec="+.4f") -> str:
     return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
 
 
-def _num(v) -> float | None:
+def number(v) -> float | None:
+    """A finite float, or None (None, NaN, inf, text)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -150,9 +151,9 @@ def _families(report) -> list[FamilyAnswer]:
 
 def _candidate(r: pd.Series) -> Candidate:
     return Candidate(task=r.get("task"), config_id=str(r["config_id"]), label=str(r.get("config", "")),
-                     stage=str(r["stage"]), n=int(r["n"]), mean=_num(r["mean"]),
-                     lo=_num(r["verdict_lo"] if r["verdict"] in DECIDED else r["ci_lo"]),
-                     hi=_num(r["verdict_hi"] if r["verdict"] in DECIDED else r["ci_hi"]),
+                     stage=str(r["stage"]), n=int(r["n"]), mean=number(r["mean"]),
+                     lo=number(r["verdict_lo"] if r["verdict"] in DECIDED else r["ci_lo"]),
+                     hi=number(r["verdict_hi"] if r["verdict"] in DECIDED else r["ci_hi"]),
                      verdict=str(r["verdict"]), verdict_label=str(r["verdict_label"]))
 
 
@@ -173,7 +174,7 @@ def _best(report) -> list[Candidate]:
         if len(fresh_helps):
             sign = 1.0 if higher else -1.0
             pick = max(fresh_helps.iterrows(),
-                       key=lambda ir: (bool(ir[1]["verdict_ge_delta"]), sign * (_num(ir[1]["mean"]) or 0)))[1]
+                       key=lambda ir: (bool(ir[1]["verdict_ge_delta"]), sign * (number(ir[1]["mean"]) or 0)))[1]
         else:
             pick = real.iloc[0]
             fresh = real[(real["stage"] == "confirmation") & (real["config_id"] == pick["config_id"])]

@@ -24,6 +24,7 @@ import pandas as pd
 
 from . import multiplicity, plots
 from .answer import RunContext, answer, answer_lines
+from .answer import number as _num
 from .errors import AnalysisInputError
 from .summary import IMPORTANCE_MIN_CONFIGS, METRICS, Report, _true
 
@@ -282,14 +283,6 @@ def _importance_rows(report: Report) -> list[tuple[str, str, str]]:
     spread = imp.get("spread") or {}
     knobs = sorted(set(mean) | set(spread), key=lambda k: -(_num(mean.get(k)) or 0))
     return [(k, fmt(mean.get(k), ".3f"), fmt(spread.get(k), ".3f")) for k in knobs]
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # --------------------------------------------------------------------------------------------------
