@@ -235,12 +235,13 @@ def _settle_step(report, run: RunContext, best: list[Candidate]) -> NextStep | N
                      None if v.seeds_to_decide is None else len(d) + int(v.seeds_to_decide))
             total = None if total is None else max(total, vmod.MIN_SEEDS)
         used += n_f
-        names.append(cid)
         if total is None or total > horizon:
-            beyond.append(f"{cid} ({'no projection' if total is None else f'~{total} seeds'})")
+            beyond.append((cid, total))
             total = horizon
+        else:
+            names.append(cid)
         need += max(total - n_f, 0)
-    if not names:
+    if not names and not beyond:
         what = "; ".join(decided) or "nothing"
         return NextStep(None, f"nothing left to settle: the configurations a settling run takes "
                               f"are decided on fresh seeds ({what})")
@@ -248,14 +249,20 @@ def _settle_step(report, run: RunContext, best: list[Candidate]) -> NextStep | N
                                                        max_seeds_per_config=horizon))
     cmd = " ".join(["fsray tune", _quote(run.space), "--out", _quote(run.run_dir), *run.extra_args,
                     "--settle-only", "--settle-budget", str(budget)])
-    why = (f"{need} more fresh seeds ({budget} in all) for {', '.join(names)} would decide "
-           f"{'them' if len(names) > 1 else 'it'} at the current estimate{'s' if len(names) > 1 else ''}"
-           f" (a settling run takes the top {len(shortlist)} of the selection"
-           + (f"; decided: {', '.join(decided)})" if decided else ")"))
+    took = (f"a settling run takes the top {len(shortlist)} of the selection"
+            + (f"; decided: {', '.join(decided)}" if decided else ""))
+    parts = []
+    if names:
+        parts.append(f"{', '.join(names)} would be decided at the current "
+                     f"estimate{'s' if len(names) > 1 else ''}")
     if beyond:
-        why += (f"; beyond the {horizon}-seed horizon of a settling design: {', '.join(beyond)}: "
-                f"that takes a larger design (a new run, a larger settle.max_seeds_per_config)")
-    return NextStep(cmd, why + ":")
+        said = ", ".join(f"{c} (~{t} seeds)" if t is not None else f"{c} (no projection)"
+                         for c, t in beyond)
+        parts.append(f"{said} need{'s' if len(beyond) == 1 else ''} more than the {horizon}-seed "
+                     f"horizon of a settling design: up to it the estimate firms up, a larger "
+                     f"design (a new run, a larger settle.max_seeds_per_config) decides")
+    why = (f"{need} more fresh seeds ({budget} in all): " + "; ".join(parts) + f" ({took}):")
+    return NextStep(cmd, why)
 
 
 def _quote(s: str) -> str:

@@ -81,7 +81,8 @@ def test_settle_budget_counts_fresh_seeds_had_and_needed(tmp_path):
     want = 3 + need1 + need2
     assert step.command == (f"fsray tune {run_context(run).space} --out {run_context(run).run_dir} "
                             f"--settle-only --settle-budget {want}")
-    assert f"{need1 + need2} more fresh seeds ({want} in all) for C1, C2" in step.why
+    assert step.why.startswith(f"{need1 + need2} more fresh seeds ({want} in all): C1, C2 would be "
+                               "decided at the current estimates (a settling run takes the top 2")
     # the command line is printed whole, last, whatever the width
     lines = answer_lines(rep, run_context(run), width=40)
     assert lines[-1] == "  " + step.command
@@ -99,7 +100,8 @@ def test_beyond_the_horizon_is_said(tmp_path):
     rng = np.random.default_rng(3)
     run = _run_dir(tmp_path, {0: list(0.004 + rng.normal(0, 0.03, 3))}, top_k=1, horizon=6)
     step = answer(_report(run), run_context(run)).next
-    assert "beyond the 6-seed horizon of a settling design" in step.why
+    assert "need" in step.why and "more than the 6-seed horizon of a settling design" in step.why
+    assert "would be decided" not in step.why   # nothing the command runs decides it
     assert re.search(r"--settle-budget 6$", step.command)    # up to the horizon, no further
 
 
