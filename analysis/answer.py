@@ -100,6 +100,7 @@ class Candidate:
     hi: float | None
     verdict: str
     verdict_label: str
+    why: str = ""                    # why this one: how it was picked
 
 
 @dataclass
@@ -175,12 +176,17 @@ def _best(report) -> list[Candidate]:
             sign = 1.0 if higher else -1.0
             pick = max(fresh_helps.iterrows(),
                        key=lambda ir: (bool(ir[1]["verdict_ge_delta"]), sign * (number(ir[1]["mean"]) or 0)))[1]
+            why = "shown to help on fresh seeds"
         else:
             pick = real.iloc[0]
+            why = (f"ranked first by the interval's {'lower' if higher else 'upper'} bound"
+                   + (" in the selection" if pick["stage"] == "selection" else ""))
             fresh = real[(real["stage"] == "confirmation") & (real["config_id"] == pick["config_id"])]
             if len(fresh):
                 pick = fresh.iloc[0]
-        out.append(_candidate(pick))
+        cand = _candidate(pick)
+        cand.why = why
+        out.append(cand)
     return out
 
 
@@ -317,7 +323,8 @@ def best_line(c: Candidate, several_tasks: bool) -> str:
         c.stage, f"[{c.stage}]")
     iv = "" if c.lo is None or c.hi is None else f" [{_fmt(c.lo)}, {_fmt(c.hi)}]"
     return (f"best candidate{' for ' + str(c.task) if several_tasks and c.task else ''}: "
-            f"{c.config_id} {c.label}: {where} n={c.n}, mean d {_fmt(c.mean)}{iv}, {c.verdict_label}")
+            f"{c.config_id} {c.label}: {where} n={c.n}, mean d {_fmt(c.mean)}{iv}, {c.verdict_label}"
+            + (f" ({c.why})" if c.why else ""))
 
 
 def answer_lines(report, run: RunContext | None = None, width: int | None = None,

@@ -565,8 +565,15 @@ def _headline_html(report: Report, run: RunContext | None) -> list[str]:
     esc = html.escape
     ans = answer(report, run)
     out = ["<section id='headline'>", "<h1>FS stability report: the answer</h1>"]
+    ids = {}
+    if "config" in report.summary.columns:
+        for cid, label in zip(report.summary["config_id"], report.summary["config"]):
+            ids.setdefault(str(label), str(cid))
     for f in ans.families:
         sentence = f.statement[len(f.name) + 2:] if f.statement.startswith(f.name + ": ") else f.statement
+        # the family statement names configurations by label: give each its table id too
+        for label in sorted(ids, key=len, reverse=True):
+            sentence = sentence.replace(f": {label} (", f": {ids[label]} {label} (")
         out.append(f"<p class='family'><b>{esc(f.name)}</b>: <span class='counts'>"
                    f"{esc(f.counts_text())}</span>; decided: {esc(', '.join(f.decided) or 'none')}."
                    f"{' ' + esc(sentence[:1].upper() + sentence[1:]) + '.' if sentence else ''}</p>")
