@@ -16,6 +16,7 @@ from pathlib import Path
 EPILOG = """examples:
   fsray report runs/demo_cpu                         # terminal table of a search
   fsray report runs/demo_cpu --wide                  # every column, however wide
+  fsray report runs/demo_cpu --explain               # with the legend and every seed plan
   fsray report examples/                             # a researcher-format summary and search records
   fsray report runs/demo_cpu --delta 0.005            # verdicts against a smaller effect of interest
   fsray report runs/demo_cpu --format html --out report.html
@@ -39,8 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="FILE", help="write the report here instead of stdout")
     parser.add_argument("--wide", action="store_true",
                         help="terminal table: every column (default: the columns that fit the "
-                             "terminal's width, most important first; with no terminal, or with "
+                             "terminal's width, most important first, 120 with no terminal; with "
                              "--out, every column; md/html/csv/json always have every column)")
+    parser.add_argument("--explain", action="store_true",
+                        help="terminal table: also the legend (how to read each column and "
+                             "verdict), the family statements and the seeds each undecided "
+                             "configuration needs (md/html always have them)")
     parser.add_argument("--metric", default="acc", choices=("acc", "loss", "seq"),
                         help="paired delta to analyse: token accuracy, loss or sequence accuracy")
     parser.add_argument("--group-by", nargs="+", default=["task", "config"], metavar="COLUMN",
@@ -97,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"fsray: skipped: {line}", file=sys.stderr)
         print(f"fsray: error: {exc}", file=sys.stderr)
         return 2
-    text = render(report, args.format, wide=args.wide or bool(args.out))
+    text = render(report, args.format, wide=args.wide or bool(args.out), explain=args.explain,
+                  run=_run_context(args.paths))
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -124,6 +130,13 @@ def _sections(report, args: argparse.Namespace) -> None:
                                                horizon=o.horizon, pairing=args.contrast_pairing))
     if args.across_tasks:
         report.meta = meta.build(report.data, metric=o.metric, method=args.tau2, level=o.level)
+def _run_context(paths: list[str]):
+    """One local search run directory: the answer's command continues it (--settle-only)."""
+    from .answer import run_context
+
+    if len(paths) != 1 or "://" in paths[0] or not Path(paths[0]).is_dir():
+        return None
+    return run_context(paths[0])
 
 
 def _fetched(paths: list[str]) -> list[str]:

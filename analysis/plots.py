@@ -51,10 +51,22 @@ def _flag(v) -> bool | None:
 
 
 def _label(r: pd.Series, width: int = 48) -> str:
-    parts = [str(r[c]) for c in ("task", "config") if c in r.index and r[c] is not None]
-    s = " · ".join(parts) or "all"
-    s = s if len(s) <= width else s[: width - 1] + "…"
+    """How a plot names a configuration: its short id (``config_id``, the report table's, whose key
+    the HTML page prints beside the plot) and stage; without an id, its task and label cut."""
+    if r.get("config_id") is not None:
+        s = str(r["config_id"])
+    else:
+        parts = [str(r[c]) for c in ("task", "config") if c in r.index and r[c] is not None]
+        s = " · ".join(parts) or "all"
+        s = s if len(s) <= width else s[: width - 1] + "…"
     return f"{s} [{r['stage']}]" if "stage" in r.index else s
+
+
+def _ids(rows: pd.DataFrame) -> list[str]:
+    """The configuration ids a plot shows, in order, each once (for the key beside it)."""
+    if "config_id" not in rows.columns:
+        return []
+    return list(dict.fromkeys(str(x) for x in rows["config_id"]))
 
 
 def _first_rows(summary: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -173,10 +185,12 @@ def pareto(family: pd.DataFrame, metric: str = "acc") -> bytes:
     order = np.argsort(spread[front])
     ax.plot(spread[front][order], mean[front][order], "-o", color="#d62728", ms=6, lw=1.2,
             label="Pareto front")
+    has_ids = "config_id" in fam.columns
     for (_, r), x, y, on in zip(fam.iterrows(), spread, mean, front):
-        if on:
-            name = str(r.get("config", ""))
-            ax.annotate(name if len(name) <= 30 else name[:29] + "…", (x, y), fontsize=6,
+        # with ids every point is named (the key is beside the plot); without, the front only
+        if has_ids or on:
+            name = str(r["config_id"]) if has_ids else str(r.get("config", ""))
+            ax.annotate(name if len(name) <= 30 else name[:29] + "…", (x, y), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
     ax.axhline(0.0, color="black", lw=0.8, ls="--")
     ax.set_xlabel("spread across seeds (std of the delta)")
@@ -220,15 +234,19 @@ def meta_forest(result, metric: str = "acc", level: float = 0.95, max_tasks: int
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
     ax.set_ylim(-0.8, n + 1.6)
     return _png(fig, tight=True)
+PAIRED_PANELS = 8   # panels of the per-seed plot
 
 
 def all_plots(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], metric: str = "acc",
               level: float = 0.95, interval: str = "t",
-              max_configs: int = 40) -> list[tuple[str, bytes]]:
-    """(title, PNG) of every plot that applies to these summary rows and their seeds."""
+              max_configs: int = 40) -> list[tuple[str, bytes, list[str]]]:
+    """(title, PNG, ids of the configurations it names) of every plot that applies to these
+    summary rows and their seeds."""
     out = [("Forest plot of paired deltas", forest(summary, data, keys, metric, level, interval,
-                                                   max_configs)),
-           ("Baseline vs FS per seed", paired_lines(summary, data, keys, metric))]
+                                                   max_configs),
+            _ids(_first_rows(summary, max_configs))),
+           ("Baseline vs FS per seed", paired_lines(summary, data, keys, metric, PAIRED_PANELS),
+            _ids(_first_rows(summary, PAIRED_PANELS)))]
     s = summary
     fam_cols = [c for c in ("stage", "task") if c in s.columns]
     for key, fam in s.groupby(fam_cols, sort=False):
@@ -236,5 +254,6 @@ def all_plots(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], metric
         real = fam[~fam["noop"].astype(bool)] if "noop" in fam.columns else fam
         if (real["n"] >= 2).sum() >= 3 and (fam.iloc[0]["stage"] == "selection" or len(fam) >= 4):
             name = " / ".join(map(str, key if isinstance(key, tuple) else (key,)))
-            out.append((f"Search {name}: mean delta against spread", pareto(fam, metric)))
+            out.append((f"Search {name}: mean delta against spread", pareto(fam, metric),
+                        _ids(real[real["n"] >= 2])))
     return out

@@ -23,8 +23,10 @@ import numpy as np
 import pandas as pd
 
 from . import multiplicity, plots
+from .answer import RunContext, answer, answer_lines
+from .answer import number as _num
 from .errors import AnalysisInputError
-from .summary import METRICS, Report, _true
+from .summary import IMPORTANCE_MIN_CONFIGS, METRICS, Report, _true
 
 FORMATS = ("table", "md", "html", "csv", "json")
 DASH = "—"
@@ -116,7 +118,8 @@ def table_columns(report: Report) -> list[Column]:
     s = report.summary
     rows = [r for _, r in s.iterrows()]
     ci = f"{lvl}% CI ({report.options.interval})"
-    cols = [Column(c, c, [str(r[c]) for r in rows], c) for c in shown]
+    cols = [Column("id", "id", [str(r["config_id"]) for r in rows], "id")]
+    cols += [Column(c, c, [str(r[c]) for r in rows], c) for c in shown]
     cols += [
         Column("n", "n", [str(r["n"]) for r in rows], "n"),
         Column("mean", f"mean d_{m}", [fmt(r["mean"]) for r in rows], f"mean d_{m}"),
@@ -155,7 +158,13 @@ def _truncate(s: str, width: int) -> str:
 
 
 def _text_lines(report: Report) -> list[str]:
-    """The findings under a table: method, multiplicity, verdicts, winner's curse."""
+    """The legend and the findings under a table (markdown: all of it)."""
+    return _legend_lines(report) + _finding_lines(report)
+
+
+def _legend_lines(report: Report) -> list[str]:
+    """How to read the table: metric, interval, p-values, seeds@80%, breakthrough, verdicts
+    (the terminal prints them with --explain; the HTML page always)."""
     o = report.options
     lvl = int(round(o.level * 100))
     lines = [
@@ -179,16 +188,41 @@ def _text_lines(report: Report) -> list[str]:
         "'undecided (+k)': k more seeds would decide at the current estimate ('!': beyond the "
         "horizon); a 'helps' rests on fresh seeds (confirmation) or is Bonferroni-corrected over "
         "the configurations a search stage chose from (selection)")
-    for fam in report.families:
-        if fam.get("statement"):
-            lines.append("family: " + fam["statement"])
+    return lines
+
+
+def _family_lines(report: Report) -> list[str]:
+    return ["family: " + fam["statement"] for fam in report.families if fam.get("statement")]
+
+
+def _curse_lines(report: Report) -> list[str]:
+    lines = []
     for fam in report.families:
         if fam["flag"]:
             lines.append(f"winner's curse [{fam['stage']}{' / ' + fam['task'] if fam['task'] else ''}]: "
-                         f"{fam['top']} is the top of {fam['n_compared']} configurations compared "
+                         f"{_named(report, fam)} is the top of {fam['n_compared']} configurations compared "
                          f"on the same seeds: its mean is biased upward (~{fam['inflation_se']:.1f} "
                          f"standard errors by luck alone); {multiplicity.CONFIRM_MESSAGE}")
     return lines
+
+
+def _named(report: Report, fam: dict) -> str:
+    """A family's top configuration by its id (and its label when that is short)."""
+    s = report.summary
+    if "config" not in s.columns:
+        return str(fam["top"])
+    rows = s[(s["stage"] == fam["stage"]) & (s["config"] == fam["top"])]
+    if fam.get("task") is not None and "task" in s.columns:
+        rows = rows[rows["task"] == fam["task"]]
+    if rows.empty:
+        return str(fam["top"])
+    cid, label = rows.iloc[0]["config_id"], str(fam["top"])
+    return f"{cid} ({label})" if len(label) <= 40 else str(cid)
+
+
+def _finding_lines(report: Report) -> list[str]:
+    """The family statements and the winner's curse."""
+    return _family_lines(report) + _curse_lines(report)
 
 
 _METHOD_TEXT = {
@@ -218,13 +252,29 @@ def plan_lines(report: Report) -> list[str]:
     return out
 
 
-def _lists(report: Report) -> list[tuple[str, list[str]]]:
-    plan = plan_lines(report)
+def _lists(report: Report, plan: bool = True) -> list[tuple[str, list[str]]]:
+    plan = plan_lines(report) if plan else []
     title = (f"Seeds to add per configuration to decide (δ={report.options.delta:g}, at the "
              "current mean and spread)")
     out = [(title, plan), ("Warnings", report.warnings), ("Problems (input dropped)", report.problems),
            ("Skipped files", report.skipped), ("Notes", report.notes)]
     return [(t, items) for t, items in out if items]
+
+
+def importance_gate(report: Report) -> tuple[bool, str]:
+    """(show, why not): knob importance is printed only from IMPORTANCE_MIN_CONFIGS searched
+    configurations on (analysis.summary says why); the search records how many it had
+    (importance.json ``n_configs``), older runs are counted from the selection."""
+    imp = report.importance or {}
+    if not (imp.get("mean_delta") or imp.get("spread")):
+        return False, ""
+    n = imp.get("n_configs")
+    if not isinstance(n, int):
+        n = int((report.summary["stage"] == "selection").sum())
+    if n >= IMPORTANCE_MIN_CONFIGS:
+        return True, ""
+    return False, (f"knob importance (PED-ANOVA) needs at least {IMPORTANCE_MIN_CONFIGS} searched "
+                   f"configurations (5 in its top 10%); this search has {n}: not shown")
 
 
 def _importance_rows(report: Report) -> list[tuple[str, str, str]]:
@@ -233,14 +283,6 @@ def _importance_rows(report: Report) -> list[tuple[str, str, str]]:
     spread = imp.get("spread") or {}
     knobs = sorted(set(mean) | set(spread), key=lambda k: -(_num(mean.get(k)) or 0))
     return [(k, fmt(mean.get(k), ".3f"), fmt(spread.get(k), ".3f")) for k in knobs]
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -332,46 +374,81 @@ def terminal_width() -> int | None:
     return None
 
 
-def _truncate_label(s: str, width: int, middle: bool = False) -> str:
-    """A label cut to ``width`` with "…", keeping the " #hash6" that tells apart look-alikes;
-    ``middle``: its start and end (when cutting the end would print two labels alike)."""
+# With no terminal (a log, CI, a pipe) the table is fitted to this many columns, as on a terminal
+# of that width; --wide prints every column.
+NO_TERMINAL_WIDTH = 120
+
+
+def output_width() -> int:
+    """The width the terminal table fits: the terminal's (or $COLUMNS), else NO_TERMINAL_WIDTH."""
+    return terminal_width() or NO_TERMINAL_WIDTH
+
+
+def _truncate_label(s: str, width: int) -> str:
+    """A label cut to ``width`` with "…", keeping the " #hash6" that tells apart look-alikes
+    (the row's id tells every row apart; the key under the table gives the whole label)."""
     if len(s) <= width:
         return s
-    if middle and width >= 5:
-        head = (width - 1) // 2
-        return s[:head] + "…" + s[len(s) - (width - 1 - head):]
     m = re.search(r" #[0-9a-f]{6}$", s)
     if m and width >= len(m.group()) + 4:
         return s[: width - len(m.group()) - 1] + "…" + m.group()
     return _truncate(s, max(width, 1))
 
 
-def render_table(report: Report, width: int | None = None, wide: bool = False) -> str:
-    """The summary table and the findings under it. ``wide``: every column, as in md/html/csv/json.
-    Otherwise the table fits ``width`` columns (default: ``terminal_width()``; with no terminal,
-    every column): the configuration label (cut with "…"), n, mean, CI, verdict, +/0/-, then flags,
-    p-values, Holm/BH, P(improve), seeds@80%, std and the breakthrough columns while they fit; one
-    line under the table names the columns left out."""
+def render_table(report: Report, width: int | None = None, wide: bool = False,
+                 explain: bool = False, run: RunContext | None = None,
+                 with_answer: bool = True) -> str:
+    """The summary table, the findings under it, and the answer last. ``wide``: every column, as
+    in md/html/csv/json. Otherwise the table fits ``width`` columns (default: the terminal's; with
+    no terminal, NO_TERMINAL_WIDTH): the id, the configuration label (the knobs every row shares
+    said once above; a label cut with "…" is given whole in a key under the table), n, mean, CI,
+    verdict, +/0/-, then flags, p-values, Holm/BH, P(improve), seeds@80%, std and the
+    breakthrough columns while they fit; one line under the table names the columns left out.
+    ``explain``: the legend, the family statements and the seeds-to-add plan too (the HTML page
+    always has them). ``with_answer``: end with ``analysis.answer.answer_lines`` (``run``: the
+    search run directory it names in its command)."""
     if width is None and not wide:
-        width = terminal_width()
-    if wide or width is None:
-        out = _wide_table(report)
-    else:
-        out = _fitted_table(report, max(int(width), 20))
+        width = output_width()
+    fit = None if wide else max(int(width), 20)
+    out = _wide_table(report) if fit is None else _fitted_table(report, fit)
     out.append("")
-    out.extend(_text_lines(report))
-    if report.importance:
-        out.append("search importance (knob: mean delta, spread): " + "; ".join(
-            f"{k}: {a}, {b}" for k, a, b in _importance_rows(report)))
+
+    def put(lines, indent=""):
+        for x in lines:
+            out.extend(_wrapped(indent + x, fit))
+
+    if explain:
+        put(_legend_lines(report) + _family_lines(report))
+    put(_curse_lines(report))
+    show, why = importance_gate(report)
+    if show:
+        put(["search importance (knob: mean delta, spread): " + "; ".join(
+            f"{k}: {a}, {b}" for k, a, b in _importance_rows(report))])
+    elif why:
+        put([why])
     for title, items, _ in _extra_sections(report):
         out.append("")
         out.append(f"{title}:")
-        out.extend(f"  {x}" for x in items)
-    for title, items in _lists(report):
+        put(items, "  ")
+    for title, items in _lists(report, plan=explain):
         out.append("")
         out.append(f"{title} ({len(items)}):")
-        out.extend(f"  {x}" for x in items)
+        put(items, "  ")
+    if not explain:
+        out.append("")
+        put(["legend, family statements and the seeds each configuration needs: --explain "
+             "(and the HTML report)"])
+    if with_answer:
+        out.append("")
+        out.extend(answer_lines(report, run, fit))
     return "\n".join(out) + "\n"
+
+
+def _wrapped(line: str, width: int | None) -> list[str]:
+    if width is None or len(line) <= width:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _wide_table(report: Report) -> list[str]:
@@ -397,13 +474,16 @@ def _common_knobs(labels: list[str]) -> list[str]:
     return common
 
 
-def _fit(cols: list[Column], labels: list[str], width: int) -> tuple[dict[str, int], list[str]]:
-    """Widths of the label columns and the other columns that fit ``width``: the labels at
-    LABEL_MIN, the CORE_COLUMNS, the labels grown to LABEL_TARGET, the MORE_COLUMNS while they fit,
-    then what is left to the labels."""
+def _fit(cols: list[Column], labels: list[str], width: int,
+         fixed: tuple[str, ...] = ("id",)) -> tuple[dict[str, int], list[str]]:
+    """Widths of the label columns and the other columns that fit ``width``: the ``fixed``
+    columns (the id), the labels at LABEL_MIN, the CORE_COLUMNS, the labels grown to
+    LABEL_TARGET, the MORE_COLUMNS while they fit, then what is left to the labels."""
     natural = {c.key: max([len(c.header), *map(len, c.cells)]) for c in cols}
+    fixed = tuple(k for k in fixed if k in natural)
     lw = {k: min(natural[k], LABEL_MIN) for k in labels}
-    room = width - sum(lw.values()) - len(SEP) * (len(labels) - 1)
+    room = (width - sum(lw.values()) - len(SEP) * (len(labels) - 1)
+            - sum(natural[k] + len(SEP) for k in fixed))
     chosen: list[str] = []
     for stage in (CORE_COLUMNS, "grow", MORE_COLUMNS, "grow all"):
         if isinstance(stage, str):
@@ -417,7 +497,7 @@ def _fit(cols: list[Column], labels: list[str], width: int) -> tuple[dict[str, i
             if k in natural and room >= natural[k] + len(SEP):
                 chosen.append(k)
                 room -= natural[k] + len(SEP)
-    widths = {**lw, **{k: natural[k] for k in chosen}}
+    widths = {**{k: natural[k] for k in fixed}, **lw, **{k: natural[k] for k in chosen}}
     return widths, [k for k in natural if k in widths]
 
 
@@ -436,23 +516,18 @@ def _fitted_table(report: Report, width: int) -> list[str]:
     def said(keys, i):
         return ", ".join(f"{k} {bykey[k].cells[i]}" for k in keys)
 
-    widths, printed = _fit(cols, labels, width)
     above = [said(title, 0)] if title and nrows else []
-    if primary == "config" and widths["config"] < max(map(len, bykey["config"].cells), default=0):
-        # labels cut short: the knobs every configuration shares are said once above the table
+    if primary == "config":
+        # the knobs every configuration shares tell no row apart: said once above the table
         common = _common_knobs(bykey["config"].cells)
         if common:
             bykey["config"].cells = [" ".join(w for w in x.split(" ") if w not in common)
                                      for x in bykey["config"].cells]
             above.append("every configuration: " + " ".join(common))
-            widths, printed = _fit(cols, labels, width)
-
-    # cut at the end, unless that prints two different labels alike: then keep both ends
-    middle = {k: len({_truncate_label(x, widths[k]) for x in bykey[k].cells})
-              < len(set(bykey[k].cells)) for k in labels}
+    widths, printed = _fit(cols, labels, width)
 
     def line(cells):
-        return SEP.join(_truncate_label(x, widths[k], middle.get(k, False)).ljust(widths[k])
+        return SEP.join(_truncate_label(x, widths[k]).ljust(widths[k])
                         for x, k in zip(cells, printed)).rstrip()
 
     out = []
@@ -467,6 +542,19 @@ def _fitted_table(report: Report, width: int) -> list[str]:
         if heads:
             out.append(_truncate(name + ":", width))
         out.extend(line([bykey[k].cells[i] for k in printed]) for i in idx)
+    # every row is told apart by its id; a label cut short is given whole once, by its id
+    ids = bykey["id"].cells
+    key = {}
+    for k in labels:
+        for i, x in enumerate(bykey[k].cells):
+            if len(x) > widths[k]:
+                key.setdefault(ids[i], []).append(x)
+    if key:
+        out.append("key (labels cut above):")
+        for cid, texts in key.items():
+            for text in dict.fromkeys(texts):
+                out.extend(textwrap.wrap(f"  {cid:<{len(max(ids, key=len))}}  {text}", width,
+                                         subsequent_indent="      ", break_on_hyphens=False))
     left_out = [c.name for c in cols if c.key not in widths and c.key not in group]
     if left_out:
         note = (f"not shown at {width} columns: {', '.join(left_out)} "
@@ -479,18 +567,25 @@ def _md_cell(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
 
-def render_markdown(report: Report) -> str:
+def render_markdown(report: Report, run: RunContext | None = None) -> str:
     header, rows = table_rows(report)
     out = ["# FS stability report", ""]
+    ans = answer_lines(report, run)
+    out.extend(f"- {_md_cell(x.strip())}" if not x.startswith("  fsray ") else f"  `{x.strip()}`"
+               for x in ans[1:])
+    out.append("")
     out.extend(f"- {_md_cell(x)}" for x in _text_lines(report))
     out.append("")
     out.append("| " + " | ".join(_md_cell(h) for h in header) + " |")
     out.append("|" + "---|" * len(header))
     for row in rows:
         out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-    if report.importance:
+    show, why = importance_gate(report)
+    if show:
         out += ["", "## Search importance", "", "| knob | mean delta | spread |", "|---|---|---|"]
         out += [f"| {_md_cell(k)} | {a} | {b} |" for k, a, b in _importance_rows(report)]
+    elif why:
+        out += ["", f"- {why}"]
     for title, items, table in _extra_sections(report):
         out += ["", f"## {title}", ""]
         if table is None:
@@ -506,37 +601,128 @@ def render_markdown(report: Report) -> str:
     return "\n".join(out) + "\n"
 
 
-def render_html(report: Report) -> str:
-    """One self-contained page: tables and the plots as base64 PNG data URIs (no server, no files)."""
-    header, rows = table_rows(report)
+# HTML: the columns shown at first (the rest behind the "every column" toggle, pure CSS: a
+# checkbox and a sibling selector, no script). With these and the label cell wrapping, the table
+# fits a 1400 px window.
+HTML_COLUMNS = ("id", "stage", "task", "config", "n", "mean", "ci", "verdict", "signs", "flags")
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:1.2em 1.5em;max-width:1360px;color:#222}"
+    "h1{font-size:1.4em;margin:.2em 0 .4em}h2{font-size:1.15em;margin:1.2em 0 .4em}"
+    "#headline{border:2px solid #3a7;background:#f2faf5;border-radius:6px;padding:.5em 1em;"
+    "margin:0 0 1em}#headline p{margin:.35em 0}"
+    "#headline code{display:block;background:#fff;border:1px solid #cdc;padding:.3em .5em;"
+    "white-space:pre-wrap;overflow-wrap:anywhere;font-size:13px}"
+    ".counts{font-weight:600}.wrap{overflow-x:auto;max-width:100%}"
+    "table{border-collapse:collapse;font-size:13px}"
+    "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;white-space:nowrap;"
+    "vertical-align:top}th{background:#f0f0f0}tr.wc td{background:#fff3cd}"
+    "td.label{white-space:normal;overflow-wrap:anywhere;min-width:14em;max-width:30em}"
+    ".more{display:none}#allcols:checked~.wrap .more{display:table-cell}"
+    "label.toggle{font-size:13px;cursor:pointer;user-select:none}"
+    "figure.plot{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;margin:0}"
+    "figure.plot img{max-width:min(860px,100%);border:1px solid #eee}"
+    "ul.key{font-size:12px;max-width:440px;margin:0;padding-left:1.2em;overflow-wrap:anywhere}"
+    "ul.legend li,ul.list li{margin:.2em 0;max-width:100%;overflow-wrap:anywhere}")
+
+
+def _headline_html(report: Report, run: RunContext | None) -> list[str]:
+    """The answer first: one sentence per family and its verdict counts, the best candidate per
+    task, and what to run next (analysis.answer)."""
+    from .answer import best_line
+
     esc = html.escape
+    ans = answer(report, run)
+    out = ["<section id='headline'>", "<h1>FS stability report: the answer</h1>"]
+    ids = {}
+    if "config" in report.summary.columns:
+        for cid, label in zip(report.summary["config_id"], report.summary["config"]):
+            ids.setdefault(str(label), str(cid))
+    for f in ans.families:
+        sentence = f.statement[len(f.name) + 2:] if f.statement.startswith(f.name + ": ") else f.statement
+        # the family statement names configurations by label: give each its table id too
+        for label in sorted(ids, key=len, reverse=True):
+            sentence = sentence.replace(f": {label} (", f": {ids[label]} {label} (")
+        out.append(f"<p class='family'><b>{esc(f.name)}</b>: <span class='counts'>"
+                   f"{esc(f.counts_text())}</span>; decided: {esc(', '.join(f.decided) or 'none')}."
+                   f"{' ' + esc(sentence[:1].upper() + sentence[1:]) + '.' if sentence else ''}</p>")
+    several = len({c.task for c in ans.best}) > 1
+    out += [f"<p class='best'>{esc(best_line(c, several))}</p>" for c in ans.best]
+    out += [f"<p>{esc(x)}</p>" for x in ans.extra]
+    out.append(f"<p class='next'><b>next:</b> {esc(ans.next.why)}</p>")
+    if ans.next.command:
+        out.append(f"<code>{esc(ans.next.command)}</code>")
+    out.append("</section>")
+    return out
+
+
+def _key_html(report: Report, ids: list[str]) -> str:
+    """The key beside a plot: each id it shows and the configuration's whole label."""
+    s = report.summary
+    names = {}
+    said = [c for c in report.shown if c not in ("stage", "config") and s[c].nunique(dropna=False) <= 1]
+    for _, r in s.iterrows():
+        name = " / ".join(str(r[c]) for c in report.shown
+                          if c != "stage" and c not in said and c in r.index)
+        names.setdefault(str(r["config_id"]), name or "all")
+    items = "".join(f"<li><b>{html.escape(i)}</b> {html.escape(names.get(i, ''))}</li>" for i in ids)
+    return f"<ul class='key'>{items}</ul>" if items else ""
+
+
+def render_html(report: Report, run: RunContext | None = None) -> str:
+    """One self-contained page (tables, and the plots as base64 PNG data URIs; no server, no files,
+    no script): the answer first, then the table (the main columns; the rest behind a toggle), the
+    plots with the key of the ids they show, knob importance when the search is large enough,
+    the legend, and the lists (seeds to add, warnings, problems, notes)."""
+    cols = table_columns(report)
+    esc = html.escape
+    s = report.summary
+    # stage / task with one value: said above the table
+    single = [c for c in ("task", "stage") if c in report.shown and s[c].nunique(dropna=False) <= 1]
+    caption = "; ".join(f"{c} {s[c].iloc[0]}" for c in single) if len(s) else ""
+    cols = [c for c in cols if c.key not in single]
     parts = [
         "<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
-        "<title>FS stability report</title>",
-        "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
-        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
-        "text-align:left;white-space:nowrap}th{background:#f0f0f0}tr.wc td{background:#fff3cd}"
-        "img{max-width:100%;border:1px solid #eee;margin:8px 0}</style></head><body>",
-        "<h1>FS stability report</h1>", "<ul>",
-        *(f"<li>{esc(x)}</li>" for x in _text_lines(report)), "</ul>",
-        "<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in header), "</tr></thead><tbody>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        "<title>FS stability report</title>", f"<style>{_CSS}</style></head><body>",
+        *_headline_html(report, run),
+        f"<h2>Configurations{(' (' + esc(caption) + ')') if caption else ''}</h2>",
+        "<input type='checkbox' id='allcols' hidden>"
+        "<label class='toggle' for='allcols'>&#9656; show every column (std, p-values and their "
+        "adjustments, P(improve), seeds@80%, breakthrough)</label>",
+        "<div class='wrap'><table><thead><tr>",
     ]
-    for (_, r), row in zip(report.summary.iterrows(), rows):
-        cls = " class='wc'" if r.get("winners_curse") else ""
-        parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>")
-    parts.append("</tbody></table>")
+
+    def cls(c: Column) -> str:
+        names = (["label"] if c.key == "config" else []) + ([] if c.key in HTML_COLUMNS else ["more"])
+        return f" class='{' '.join(names)}'" if names else ""
+
+    parts += [f"<th{cls(c)}>{esc(c.header)}</th>" for c in cols]
+    parts.append("</tr></thead><tbody>")
+    for i, (_, r) in enumerate(s.iterrows()):
+        tr = " class='wc'" if r.get("winners_curse") else ""
+        parts.append(f"<tr{tr}>" + "".join(f"<td{cls(c)}>{esc(c.cells[i])}</td>" for c in cols)
+                     + "</tr>")
+    parts.append("</tbody></table></div>")
     o = report.options
-    for title, png in plots.all_plots(report.summary, report.data, report.keys, metric=o.metric,
-                                      level=o.level, interval=o.interval,
-                                      max_configs=o.max_plot_configs):
+    for title, png, ids in plots.all_plots(s, report.data, report.keys, metric=o.metric,
+                                           level=o.level, interval=o.interval,
+                                           max_configs=o.max_plot_configs):
         b64 = base64.b64encode(png).decode("ascii")
-        parts.append(f"<h2>{esc(title)}</h2><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
-    if report.importance:
+        parts.append(f"<h2>{esc(title)}</h2><figure class='plot'><img alt='{esc(title)}' "
+                     f"src='data:image/png;base64,{b64}'>{_key_html(report, ids)}</figure>")
+    show, why = importance_gate(report)
+    if show:
         parts.append("<h2>Search importance</h2><table><tr><th>knob</th><th>mean delta</th>"
                      "<th>spread</th></tr>")
         parts += [f"<tr><td>{esc(k)}</td><td>{a}</td><td>{b}</td></tr>"
                   for k, a, b in _importance_rows(report)]
         parts.append("</table>")
+    elif why:
+        parts.append(f"<h2>Search importance</h2><p>{esc(why)}</p>")
+    parts.append("<h2>How to read this report</h2><ul class='legend'>")
+    parts += [f"<li>{esc(x)}</li>" for x in _text_lines(report)]
+    parts.append("</ul>")
     for title, items, table in _extra_sections(report):
         parts.append(f"<h2>{esc(title)}</h2>")
         if table is None:
@@ -552,7 +738,7 @@ def render_html(report: Report) -> str:
         b64 = base64.b64encode(png).decode("ascii")
         parts.append(f"<h3>{esc(title)}</h3><img alt='{esc(title)}' src='data:image/png;base64,{b64}'>")
     for title, items in _lists(report):
-        parts.append(f"<h2>{esc(title)} ({len(items)})</h2><ul>")
+        parts.append(f"<h2>{esc(title)} ({len(items)})</h2><ul class='list'>")
         parts += [f"<li>{esc(x)}</li>" for x in items]
         parts.append("</ul>")
     parts.append("</body></html>")
@@ -615,7 +801,7 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-def render_json(report: Report) -> str:
+def render_json(report: Report, run: RunContext | None = None) -> str:
     summary = _export_frame(report)
     doc = {
         "schema": "fsray.report/1",
@@ -626,6 +812,7 @@ def render_json(report: Report) -> str:
         "plan": plan_lines(report),
         "warnings": report.warnings, "problems": report.problems, "skipped": report.skipped,
         "notes": report.notes, "importance": _jsonable(report.importance),
+        "answer": answer_lines(report, run),
         "exit_code": report.exit_code,
     }
     if report.contrasts:
@@ -645,11 +832,14 @@ RENDERERS = {"table": render_table, "md": render_markdown, "html": render_html, 
 
 
 def render(report: Report, fmt_name: str = "table", *, width: int | None = None,
-           wide: bool = False) -> str:
-    """The report in one format. ``width``/``wide`` shape the terminal table only (render_table);
-    md, html, csv and json always carry every column."""
+           wide: bool = False, explain: bool = False, run: RunContext | None = None) -> str:
+    """The report in one format. ``width``/``wide``/``explain`` shape the terminal table only
+    (render_table); md, html, csv and json always carry every column and the legend. ``run``:
+    the search run directory the answer's command continues (``analysis.answer.run_context``)."""
     if fmt_name not in RENDERERS:
         raise AnalysisInputError(f"--format must be one of {FORMATS}, got {fmt_name!r}")
     if fmt_name == "table":
-        return render_table(report, width=width, wide=wide)
+        return render_table(report, width=width, wide=wide, explain=explain, run=run)
+    if fmt_name in ("md", "html", "json"):
+        return RENDERERS[fmt_name](report, run=run)
     return RENDERERS[fmt_name](report)

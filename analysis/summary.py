@@ -33,6 +33,13 @@ from .schema import METRIC_TEXT
 METRICS = METRIC_TEXT   # the metrics by short name (analysis.schema)
 FORMATS = ("table", "md", "html", "csv", "json")
 DASH = "—"
+# Knob importance (Optuna's PED-ANOVA) contrasts the top IMPORTANCE_TARGET_QUANTILE of a search's
+# configurations with all of them; Optuna's guidance is at least 5 configurations in that top set,
+# so at least 50 at its default quantile of 0.1. With fewer it is noise (4 configurations give
+# 1.00 / 0.00 / 0.00 / 0.00): the report says how many it needs instead of printing it.
+IMPORTANCE_TARGET_QUANTILE = 0.1
+IMPORTANCE_MIN_TOP = 5
+IMPORTANCE_MIN_CONFIGS = math.ceil(IMPORTANCE_MIN_TOP / IMPORTANCE_TARGET_QUANTILE - 1e-9)
 STAGE_ORDER = {"selection": 0, "confirmation": 1, "train": 2, "import": 3}
 # Columns of the breakthrough split carried into the summary, prefixed "bt_"; bt_metric names the
 # run metric that decided "learned" and that the split's deltas are measured on.
@@ -423,9 +430,12 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     # A zero interval needs two seeds: one delta of exactly 0 may be chance, not a no-op.
     summary["noop"] = summary["noop_status"].astype(bool) | ((summary["n"] >= 2)
                                                             & (summary["n_zero"] == summary["n"]))
+    # recorded as no-op (never trained): said once by the grouped record warning, not guessed at
+    summary["_noop_recorded"] = summary["noop_status"].astype(bool)
     summary = summary.drop(columns=["noop_status"])
     summary = pd.concat([summary, _verdicts(summary, data, keys, options)], axis=1)
     summary = _sort(summary, options)
+    summary["config_id"] = _config_ids(summary, keys)
     families = _family_adjust(summary, options)
     summary = summary.drop(columns=["_verdict"])
 
@@ -441,7 +451,7 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
                         + (f": {labels}" if labels else ""))
     for _, r in summary.iterrows():
         name = _config_name(r, shown)
-        if r["n"] >= 2 and r["n_zero"] == r["n"]:
+        if r["n"] >= 2 and r["n_zero"] == r["n"] and not r["_noop_recorded"]:
             warnings.append(f"{name}: all {r['n']} deltas are exactly 0: FS changed nothing "
                             "(a no-op configuration?)")
         if _true(r.get("bt_bimodal")):
@@ -450,19 +460,75 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     if missing_metric:
         warnings.append(f"{missing_metric} paired seed(s) have no {METRICS[options.metric]}: "
                         f"left out of the --metric {options.metric} statistics")
-    for _, r in excluded.iterrows():
-        if r["status"] == "noop":
-            warnings.append(f"{r['source']}:{r['line']}: {r['config']} seed {r['seed']} is noop "
-                            "(FS provably changes nothing, not trained): listed as A/A evidence")
-            continue
-        why = r.get("failure") or ""
-        warnings.append(f"{r['source']}:{r['line']}: {r['config']} seed {r['seed']} is "
-                        f"{r['status']}{': ' + str(why)[:100] if why else ''}; not in the statistics")
+    warnings.extend(_excluded_warnings(excluded, shown))
+    summary = summary.drop(columns=["_noop_recorded"])
 
     return Report(options=options, summary=summary.reset_index(drop=True), data=data,
                   excluded=excluded, families=families, problems=list(loaded.problems),
                   skipped=list(loaded.skipped), notes=list(loaded.notes), warnings=warnings,
                   importance=loaded.importance, keys=keys, shown=shown)
+
+
+def _config_ids(summary: pd.DataFrame, keys: list[str]) -> list[str]:
+    """A short id per configuration ("C1", "C2", ... in report order): what the terminal table,
+    the HTML table, its plots and the closing answer name a configuration by when its label is too
+    long to print. One configuration keeps its id across stages (its selection and its fresh-seed
+    rows say the same C<k>); configurations of other tasks get their own."""
+    name_keys = [k for k in keys if k != "stage"]
+    ids: dict[tuple, str] = {}
+    out = []
+    for _, r in summary.iterrows():
+        key = tuple(str(r[k]) for k in name_keys)
+        out.append(ids.setdefault(key, f"C{len(ids) + 1}"))
+    return out
+
+
+def _excluded_warnings(excluded: pd.DataFrame, shown: list[str]) -> list[str]:
+    """One line per configuration and cause (no-op, or failed with its reason) for the records
+    left out of the statistics, with the count, the seeds and where they are: a no-op
+    configuration of five seeds is one line, not five."""
+    if excluded.empty:
+        return []
+    ex = excluded.assign(_why=[str(w)[:100] if isinstance(w, str) and w else ""
+                               for w in excluded.get("failure", pd.Series(None, index=excluded.index))])
+    cols = [c for c in ("stage", *[c for c in shown if c != "stage"]) if c in ex.columns]
+    out = []
+    for _, g in ex.groupby([*cols, "status", "_why"], sort=False, dropna=False):
+        r = g.iloc[0]
+        name = _config_name(r, shown)
+        seeds = _spans(sorted(int(x) for x in pd.to_numeric(g["seed"], errors="coerce").dropna()))
+        where = _lines_text(g)
+        k = len(g)
+        what = f"{k} seed{'s' if k > 1 else ''} ({seeds})" if k > 1 else f"seed {seeds}"
+        if r["status"] == "noop":
+            out.append(f"{name}: {what} recorded as no-op (FS provably changes nothing, not "
+                       f"trained): listed as A/A evidence ({where})")
+        else:
+            out.append(f"{name}: {what} {r['status']}{': ' + r['_why'] if r['_why'] else ''}; not in "
+                       f"the statistics ({where})")
+    return out
+
+
+def _lines_text(g: pd.DataFrame) -> str:
+    """Where a group of records is: "r.jsonl lines 15-19" (ranges of consecutive lines)."""
+    parts = []
+    for src, rows in g.groupby("source", sort=False):
+        lines = sorted(int(x) for x in pd.to_numeric(rows["line"], errors="coerce").dropna())
+        word = "line" if len(lines) == 1 else "lines"
+        parts.append(f"{src} {word} {_spans(lines)}" if lines else str(src))
+    return "; ".join(parts)
+
+
+def _spans(xs: list[int]) -> str:
+    """Sorted integers as ranges: [0, 1, 2, 4] -> "0-2, 4"."""
+    spans, start = [], None
+    for i, x in enumerate(xs):
+        if start is None:
+            start = x
+        if i + 1 == len(xs) or xs[i + 1] != x + 1:
+            spans.append(str(start) if start == x else f"{start}-{x}")
+            start = None
+    return ", ".join(spans)
 
 
 def _sort(summary: pd.DataFrame, options: ReportOptions) -> pd.DataFrame:

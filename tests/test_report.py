@@ -138,8 +138,9 @@ def test_bimodal_note_says_which_numbers_to_read(report):
     flagged = report.summary[report.summary["bt_bimodal"] == True]  # noqa: E712
     assert len(flagged) >= 1
     text = render(report, "table")
+    flat = " ".join(text.split())   # the terminal wraps the warnings to its width
     for _, r in flagged.iterrows():
-        assert f"{r['task']} / {r['config']} [selection]: {bimodal.BIMODAL_ADVICE}" in text
+        assert f"{r['task']} / {r['config']} [selection]: {bimodal.BIMODAL_ADVICE}" in flat
     assert "bimodal" in text and "given both learned" in text
 
 
@@ -205,7 +206,29 @@ def test_failed_and_noop_records_are_counted_not_used(tmp_path):
     rep = build(load(write_store(tmp_path / "r.jsonl", recs)), ReportOptions())
     assert rep.summary["n"].tolist() == [3]
     assert len(rep.excluded) == 1
-    assert any("lstart=1 seed 3 is failed: diverged; not in the statistics" in w for w in rep.warnings)
+    assert "kv/query_after / lstart=1 [selection]: seed 3 failed: diverged; not in the statistics" \
+        " (" in " ".join(rep.warnings)
+
+
+def test_excluded_records_are_one_warning_per_configuration_and_cause(tmp_path):
+    """Issue 22: five no-op seeds of a configuration were five warnings (and a sixth guessing it
+    might be a no-op); failures of one cause are one line with their count and seeds."""
+    recs = [fsray_record(s, 0.5, 0.6) for s in range(3)]
+    recs += [fsray_record(s, 0.5, 0.5, config_hash="c" * 12, label="lstart=12", status="noop")
+             for s in range(5)]
+    recs += [fsray_record(s, 0, 0, config_hash="d" * 12, label="gate=0", status="failed")
+             for s in (1, 2, 4)]
+    oom = fsray_record(7, 0, 0, config_hash="d" * 12, label="gate=0", status="failed")
+    recs.append({**oom, "failure": "out of memory"})
+    rep = build(load(write_store(tmp_path / "r.jsonl", recs)), ReportOptions())
+    noop = [w for w in rep.warnings if "lstart=12" in w]
+    assert noop == ["kv/query_after / lstart=12 [selection]: 5 seeds (0-4) recorded as no-op (FS "
+                    "provably changes nothing, not trained): listed as A/A evidence "
+                    f"({tmp_path / 'r.jsonl'} lines 4-8)"]
+    failed = [w for w in rep.warnings if "gate=0" in w]
+    assert len(failed) == 2
+    assert "3 seeds (1-2, 4) failed: diverged; not in the statistics" in failed[0]
+    assert "seed 7 failed: out of memory" in failed[1]
 
 
 # -------------------------------------------------------------------------------------------------
@@ -246,12 +269,26 @@ def test_csv_and_json_carry_every_number_of_the_summary(report):
 
 
 def test_markdown_table_and_importance(report):
+    import dataclasses
+
+    from analysis.summary import IMPORTANCE_MIN_CONFIGS
+
     md = render(report, "md")
     lines = [ln for ln in md.splitlines() if ln.startswith("|")]
     table = lines[: 2 + len(report.summary)]
     assert all(ln.count("|") - ln.count("\\|") == table[0].count("|") for ln in table)
+    # 4 configurations: PED-ANOVA would be noise; the report says how many it needs
+    assert len(lines) == len(table) and "| alpha_init |" not in md
+    assert f"needs at least {IMPORTANCE_MIN_CONFIGS} searched configurations" in md
+    assert "this search has 4" in md
+    big = dataclasses.replace(report, importance={**report.importance,
+                                                  "n_configs": IMPORTANCE_MIN_CONFIGS})
+    md = render(big, "md")
+    lines = [ln for ln in md.splitlines() if ln.startswith("|")]
     assert len(lines) == len(table) + 2 + 2  # then the importance table: header, rule, 2 knobs
     assert "| alpha_init | 0.610 | 0.300 |" in md
+    for fmt in ("table", "html"):
+        assert "needs at least" not in render(big, fmt) and "needs at least" in render(report, fmt)
     assert "nan" not in md.lower()
 
 
@@ -274,7 +311,7 @@ class _Page(HTMLParser):
 def test_html_is_self_contained_with_png_plots(report, tmp_path):
     page = _Page()
     page.feed(render(report, "html"))
-    assert page.external == [] and page.tables >= 2
+    assert page.external == [] and page.tables >= 1
     # forest, paired lines, and the Pareto plot of the 4-configuration search
     assert len(page.imgs) == 3
     for src in page.imgs:
@@ -384,7 +421,8 @@ def test_verdict_in_every_format(report):
     conf = s[s["stage"] == "confirmation"].iloc[0]
     assert conf["verdict_basis"] == "fresh seeds"
     assert set(s[s["stage"] == "selection"]["verdict_basis"]) == {f"Bonferroni over {N_CONFIGS}"}
-    table, md, page = render(report, "table"), render(report, "md"), render(report, "html")
+    table, md, page = (render(report, "table", explain=True), render(report, "md"),
+                       render(report, "html"))
     for text in (table, md, page):
         assert "verdict (δ=0.01)" in text and "Seeds to add per configuration to decide" in text
         assert "family: " in text
@@ -512,3 +550,30 @@ def test_verdicts_on_the_researchers_files(upstream_dir):
     noop = s[s["config"].str.contains("lstart12")]
     assert len(noop) and set(noop["verdict"]) == {"no-op"}
     assert all(f["top"] is None or "lstart12" not in f["top"] for f in rep.families)
+
+
+def test_html_opens_with_the_answer_and_hides_the_other_columns(report):
+    """Issue 22: the headline block comes first (one sentence per family with its verdict counts,
+    the best candidate, what to run next); the main columns show, the rest carry class "more"
+    (shown by the CSS toggle); the plots name configurations by the table's ids, with their key
+    beside them; the legend stays in the page."""
+    page = render(report, "html")
+    body = page.split("<body>", 1)[1]
+    assert body.lstrip().startswith("<section id='headline'>")
+    head = body.split("</section>", 1)[0]
+    for fam in report.families:
+        assert f"<b>{fam['task']} [{fam['stage']}]</b>" in head
+    assert "best candidate: C1 " in head and "<b>next:</b>" in head
+    assert body.index("</section>") < body.index("<table>") < body.index("How to read this report")
+    header = re.search(r"<thead><tr>(.*?)</tr></thead>", page, re.S).group(1)
+    shown = re.findall(r"<th(?: class='label')?>([^<]*)</th>", header)
+    hidden = re.findall(r"<th class='more'>([^<]*)</th>", header)
+    assert shown[:2] == ["id", "stage"] and "config" in shown and "verdict (δ=0.01)" in shown
+    assert {"std", "Wilcoxon p", "Holm", "BH", "seeds@80%"} <= set(hidden)
+    assert "task" not in shown + hidden   # one task: said in the heading instead
+    assert "#allcols:checked~.wrap .more{display:table-cell}" in page and "<script" not in page
+    # each plot's key lists the ids it shows, with the configuration
+    keys = re.findall(r"<ul class='key'>(.*?)</ul>", page, re.S)
+    assert len(keys) == 3
+    for cid, cfg in zip(report.summary["config_id"], report.summary["config"]):
+        assert f"<li><b>{cid}</b> {cfg}</li>" in keys[0]

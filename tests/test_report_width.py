@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -48,7 +49,15 @@ def _table(text: str) -> list[str]:
 
 def _header(text: str) -> str:
     lines = _table(text)
-    return next(ln for i, ln in enumerate(lines) if lines[i + 1].startswith("---"))
+    return next(ln for i, ln in enumerate(lines) if lines[i + 1].startswith("--"))
+
+
+ROW = re.compile(r"^(C\d+) +(\S.*?)(?: {2,}|$)")
+
+
+def _rows(lines: list[str]) -> list[tuple[str, str]]:
+    """(id, printed label) of each configuration row of a fitted table."""
+    return [(m.group(1), m.group(2)) for ln in lines if (m := ROW.match(ln))]
 
 
 def _left_out(text: str) -> str:
@@ -71,8 +80,12 @@ def test_every_line_of_the_table_fits_and_keeps_ci_and_verdict(which, width, req
     for _, r in report.summary.iterrows():
         ci = renderers._interval(r["ci_lo"], r["ci_hi"])
         assert any(ci in ln and str(r["verdict_label"]) in ln for ln in lines), ci
-    # the findings under the table are all still there
-    assert "family: " in text and "Seeds to add per configuration to decide" in text
+    # the answer closes the output; the legend, family statements and plan are behind explain
+    assert text.rstrip().splitlines()[-1].startswith(("next: ", "  ", "    "))
+    assert "\n== answer (δ=0.01)\n" in text and "family: " not in text
+    explained = render_table(report, width=width, explain=True)
+    assert "family: " in explained and "Seeds to add per configuration to decide" in explained
+    assert "verdict: helps / hurts" in explained and "verdict: helps / hurts" not in text
 
 
 @pytest.mark.parametrize("width", [100, 80])
@@ -120,7 +133,9 @@ def test_one_task_is_said_once_above_and_stages_become_group_headers(search):
     assert "stage selection:" in lines and "stage confirmation:" in lines
     sel, conf = lines.index("stage selection:"), lines.index("stage confirmation:")
     assert conf - sel - 1 == 4 and len(lines[conf + 1:]) >= 1  # 4 selected, then the confirmation
-    assert lines[conf + 1].startswith("alpha=-3 ")
+    # the confirmed configuration keeps its selection id
+    (cid, label), = _rows(lines[conf + 1: conf + 2])
+    assert label == "alpha=-3" and (cid, label) in _rows(lines[sel + 1: conf])
 
 
 def test_several_tasks_keep_the_order_within_each_family(example):
@@ -130,7 +145,7 @@ def test_several_tasks_keep_the_order_within_each_family(example):
     s = example.summary
     sel = s[s["stage"] == "selection"]["config"].tolist()
     i = lines.index("task kv_retrieval, stage selection:")
-    assert [ln.split("  ")[0] for ln in lines[i + 1: i + 1 + len(sel)]] == sel
+    assert [label for _, label in _rows(lines[i + 1: i + 1 + len(sel)])] == sel
 
 
 def _long_labels(tmp_path, labels):
@@ -145,11 +160,14 @@ def test_a_long_configuration_label_is_cut_not_wrapped(tmp_path):
     text = render_table(rep, width=80)
     lines = _table(text)
     assert all(len(ln) <= 80 for ln in lines)
-    row = next(ln for ln in lines if ln.startswith("fs_layer_start=4"))
-    assert "…" in row and str(rep.summary["verdict_label"].iloc[0]) in _table(text)[3]
+    cid, label = next(r for r in _rows(lines) if r[1].startswith("fs_layer_start="))
+    row = rep.summary[rep.summary["config_id"] == cid].iloc[0]
+    assert label.endswith("…") and str(row["verdict_label"]) in next(
+        ln for ln in lines if ln.startswith(cid + " "))
     assert not any(ln.startswith(("alpha_lr", "fs_alpha_schedule")) for ln in lines)  # no wrap
-    # the full label is still in the findings under the table
-    assert long.strip() in text
+    # the whole label is given once, by its id, in the key under the table (wrapped there)
+    key = " ".join(" ".join(lines[lines.index("key (labels cut above):") + 1:]).split())
+    assert f"{cid} {long.strip()}" in key
 
 
 def test_knobs_shared_by_every_label_are_said_once(tmp_path):
@@ -157,21 +175,63 @@ def test_knobs_shared_by_every_label_are_said_once(tmp_path):
     rep = _long_labels(tmp_path, [f"alpha_init=-{c} {common}" for c in range(3)])
     lines = _table(render_table(rep, width=80))
     assert "every configuration: " + common in " ".join(" ".join(lines).split())  # wrapped
-    rows = [ln.split("  ")[0] for ln in lines if ln.startswith("alpha_init=")]
-    assert rows == ["alpha_init=-2", "alpha_init=-1", "alpha_init=-0"]
-    assert all(len(ln) <= 80 for ln in lines)
+    assert [label for _, label in _rows(lines)] == ["alpha_init=-2", "alpha_init=-1", "alpha_init=-0"]
+    assert all(len(ln) <= 80 for ln in lines) and "key (labels cut above):" not in lines
+    # said once even when every label would fit
+    wide_lines = _table(render_table(rep, width=400))
+    assert "every configuration: " + common in wide_lines
 
 
-def test_labels_that_would_print_alike_keep_both_ends(tmp_path):
-    rep = _long_labels(tmp_path, ["x" * 40 + " alpha=-1", "x" * 40 + " alpha=-2"])
-    rows = [ln.split("  ")[0] for ln in _table(render_table(rep, width=70)) if ln.startswith("x")]
-    assert len(rows) == 2 and len(set(rows)) == 2 and all("…" in r for r in rows)
-    assert {r[-8:] for r in rows} == {"alpha=-1", "alpha=-2"}
+MIDDLE = ("fs_layer_start=4 fs_alpha_schedule=cosine alpha_init=-2.15 {} fs_norm=True "
+          "fs_detach=False fs_clip=1.0 fs_gate=sigmoid")
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 120, 160, 240])
+def test_labels_that_differ_only_in_the_middle_never_print_alike(tmp_path, width):
+    """Issue 22: two configurations printed as the same "alpha_init=-2.15… fs_detach=False". Each
+    row now has its id, every id is a different configuration, and a cut label is given whole in
+    the key by that id."""
+    labels = [MIDDLE.format(v) for v in ("fs_variant=head", "fs_variant=scalar", "fs_variant=gate")]
+    rep = _long_labels(tmp_path, labels)
+    lines = _table(render_table(rep, width=width))
+    assert all(len(ln) <= width for ln in lines), max(lines, key=len)
+    rows = _rows(lines)
+    assert len(rows) == 3 and len({cid for cid, _ in rows}) == 3
+    if "key (labels cut above):" in lines:
+        key = " ".join(" ".join(lines[lines.index("key (labels cut above):") + 1:]).split())
+    else:
+        key = ""
+    by_id = dict(zip(rep.summary["config_id"], rep.summary["config"]))
+    shared = "fs_layer_start=4 fs_alpha_schedule=cosine alpha_init=-2.15 fs_norm=True fs_detach=False fs_clip=1.0 fs_gate=sigmoid"
+    for cid, label in rows:
+        whole = by_id[cid]
+        # what tells them apart is never lost: printed in full, or in the key by the row's id
+        shown = " ".join(w for w in whole.split() if w not in shared.split())
+        assert shown in label or f"{cid} {shown}" in key or f"{cid} {whole}" in key, (cid, label)
+    # the shared knobs are said once above the table, not on every row
+    assert "every configuration:" in " ".join(lines)
 
 
 def test_look_alike_hash_suffix_survives_the_cut():
     assert renderers._truncate_label("a" * 30 + " #abcdef", 16) == "a" * 7 + "… #abcdef"
     assert renderers._truncate_label("short", 16) == "short"
+
+
+def test_ids_are_the_same_in_the_table_the_plots_and_the_answer(search):
+    """One configuration, one id: its selection and confirmation rows, the HTML plots' key and the
+    closing answer all name it so."""
+    s = search.summary
+    ids = dict(zip(zip(s["stage"], s["config_hash"]), s["config_id"]))
+    for h in set(s["config_hash"]):
+        assert len({v for (st, hh), v in ids.items() if hh == h}) == 1
+    assert len(set(s["config_id"])) == s["config_hash"].nunique()
+    page = render(search, "html")
+    for cid in s["config_id"]:
+        assert f"<li><b>{cid}</b>" in page
+    from analysis.answer import answer
+
+    best = answer(search).best[0]
+    assert best.config_id == s.iloc[0]["config_id"] and best.stage == "confirmation"
 
 
 def test_default_width_is_the_terminal_and_no_terminal_prints_every_column(search, monkeypatch):
@@ -183,7 +243,10 @@ def test_default_width_is_the_terminal_and_no_terminal_prints_every_column(searc
     for name in ("stdout", "__stdout__", "stderr", "__stderr__"):
         monkeypatch.setattr(sys, name, io.StringIO())
     assert terminal_width() is None
-    assert render(search, "table") == render_table(search, wide=True)
+    # no terminal (a log, CI): fitted to 120 columns as on a terminal of that width, not 260 wide
+    text = render(search, "table")
+    assert text == render_table(search, width=renderers.NO_TERMINAL_WIDTH)
+    assert all(len(ln) <= 120 for ln in text.splitlines() if not ln.startswith("  fsray "))
 
 
 def test_other_formats_keep_every_column_whatever_the_width(search, monkeypatch):

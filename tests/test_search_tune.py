@@ -10,6 +10,7 @@ in its own process group, which the test kills whole so no Ray process outlives 
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -84,6 +85,14 @@ def test_simulated_search_end_to_end(tmp_path):
     assert "trials done 8/8" in printed and "runs made" in printed and "best lower_bound" in printed
     assert f"full report: fsray report {out}" in printed
     assert "knob importance (PED-ANOVA) for the mean delta:" in printed
+    # the answer closes the output (issue 22): verdict counts per family, the best candidate,
+    # the one command that would decide it, and no stability legend unless --explain
+    tail = printed[printed.rindex("\n== answer (δ="):].strip().splitlines()
+    assert re.match(r"kv_retrieval/query_after \[selection\]: \d+ configurations: .*; decided: ", tail[1])
+    assert any(ln.startswith("best candidate: C") for ln in tail)
+    assert re.fullmatch(rf"  fsray tune {re.escape(str(tmp_path / 'space.yaml'))} --out "
+                        rf"{re.escape(str(out))} --settle-only --settle-budget \d+", tail[-1]), tail
+    assert "verdict: helps / hurts" not in printed and "HTML report: " in printed
 
     records = read_records(out / "results.jsonl")
     assert not records.problems
@@ -116,7 +125,8 @@ def test_simulated_search_end_to_end(tmp_path):
     assert best["objective"] == max(r["objective"] for r in rows if r["status"] == "complete")
 
     importance = json.loads((out / "importance.json").read_text())
-    assert set(importance) == {"mean_delta", "spread"}
+    assert set(importance) == {"mean_delta", "spread", "n_configs"}
+    assert importance["n_configs"] == len(rows) - len(summary["failures"])   # computed from these
     assert set(importance["mean_delta"]) <= {"fs_layer_start", "alpha_init", "fs_norm"}
     assert importance["mean_delta"], "importance needs >= 4 finished configurations"
 
@@ -126,6 +136,26 @@ def test_simulated_search_end_to_end(tmp_path):
     study = optuna.load_study(study_name="tune_test", storage=f"sqlite:///{out / 'optuna.db'}")
     states = Counter(t.state.name for t in study.trials)
     assert sum(states.values()) == 8 and states["FAIL"] == len({r["config_hash"] for r in failed})
+    # each trial's user attrs carry the stability question (optuna-dashboard shows them; issue 22)
+    by_hash = {r["config_hash"]: r for r in rows}
+    for t in study.trials:
+        a = t.user_attrs
+        assert {"config", "config_hash", "mean_delta", "spread", "interval", "interval_level",
+                "n_seeds", "seeds", "signs", "status"} <= set(a), (t.number, a)
+        row = by_hash[a["config_hash"]]
+        assert a["config"] == row["label"] and a["n_seeds"] == row["n"]
+        failed_seeds = {r["seed"] for r in failed if r["config_hash"] == a["config_hash"]}
+        assert a["status"] == row["status"]
+        assert a["seeds"] == [s for s in row["seeds"] if s not in failed_seeds]
+        if row["status"] == "failed":
+            assert t.state.name == "FAIL" and "simulated crash" in a["failure"]
+            continue
+        assert a["mean_delta"] == row["mean"] and a["spread"] == row["std"]
+        assert a["interval"] == ([0.0, 0.0] if row["status"] == "noop" else [row["lo"], row["hi"]])
+        assert a["verdict"].startswith(("helps", "hurts", "no effect", "undecided", "no-op"))
+        assert (a["verdict"] == "no-op (A/A)") == (row["status"] == "noop")
+        if row["objective"] is not None:
+            assert t.value == row["objective"]   # the objective is what it was
 
 
 

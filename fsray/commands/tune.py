@@ -16,7 +16,7 @@ EPILOG = """examples:
   fsray tune search_spaces/demo_cpu.yaml --resume           # continue after an interruption
   fsray tune search_spaces/arc_options_first.yaml --confirm-seeds 5 --out runs/arc_of
   fsray tune search_spaces/simulated.yaml --settle --delta 0.01   # seeds until each top config is decided
-  fsray tune search_spaces/demo_cpu.yaml --settle-only      # settle an existing run's shortlist
+  fsray tune search_spaces/demo_cpu.yaml --settle-only --settle-budget 12   # settle further
   RAY_ADDRESS=auto fsray tune search_spaces/hotpot_qafter_4096.yaml   # on a Ray cluster
 """
 
@@ -47,8 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "until each has a verdict or its budget is spent (settle: in the YAML)")
     parser.add_argument("--settle-only", action="store_true",
                         help="settle the finished selection of an existing run directory, no more trials")
+    parser.add_argument("--settle-budget", type=int, default=None, metavar="N",
+                        help="override settle.total_budget: fresh seeds the settling may use in all "
+                             "(those it already ran count; the closing answer names the budget "
+                             "that would decide the shortlist)")
     parser.add_argument("--wide", action="store_true",
-                        help="print every column of the final stability table (default: fit the terminal)")
+                        help="print every column of the final stability table (default: fit the "
+                             "terminal, 120 columns with no terminal)")
+    parser.add_argument("--explain", action="store_true",
+                        help="also print the report's legend, family statements and the seeds each "
+                             "configuration needs (the HTML report always has them)")
+    parser.add_argument("--mlflow", default=None, metavar="URI",
+                        help="log each trial to MLflow (Ray Tune's MLflowLoggerCallback: knobs as "
+                             "params, paired statistics as metrics) and the HTML report as an "
+                             "artifact of a closing run; URI e.g. file:///abs/path/mlruns "
+                             "(pip install 'fsray[mlflow]')")
+    parser.add_argument("--wandb", default=None, metavar="PROJECT",
+                        help="log each trial to Weights & Biases (WandbLoggerCallback), offline "
+                             "unless WANDB_MODE says otherwise; `wandb sync` uploads it")
     parser.add_argument("--delta", type=float, default=None, metavar="X",
                         help="smallest effect of interest for verdicts (objective.min_effect; default 0.01)")
 
@@ -57,14 +73,41 @@ def _fmt(x, spec="+.4f") -> str:
     return "-" if x is None else format(x, spec)
 
 
-def _params_text(row: dict, knobs) -> str:
+def _params_text(row: dict, knobs, ids: dict | None = None) -> str:
+    """A configuration as the summary names it: the report's id (``C3``, the stability table's)
+    and its searched knobs."""
     from fsray.search.summary import short_label
 
-    return short_label(row["config"], knobs)
+    text = short_label(row["config"], knobs)
+    cid = (ids or {}).get(row.get("config_hash"))
+    return f"{cid} {text}" if cid else text
 
 
-def render_summary(summary: dict, knobs, top: int = 5) -> str:
-    """The closing table: top configurations, confirmation, runs, failures, importance."""
+def _fitted(lines: list[str], width: int | None, rows: int = 0) -> list[str]:
+    """Lines fitted to ``width``: the first ``rows`` (table rows) cut -- the configuration at the
+    end of a row is what goes, its id stays and the stability table's key gives it whole -- the
+    others wrapped."""
+    import textwrap
+
+    if not width:
+        return lines
+    out = []
+    for i, x in enumerate(lines):
+        if len(x) <= width:
+            out.append(x)
+        elif i < rows:
+            out.append(x[: width - 1] + "…")
+        else:
+            out.extend(textwrap.wrap(x, width, subsequent_indent="    ", break_on_hyphens=False))
+    return out
+
+
+def render_summary(summary: dict, knobs, top: int = 5, ids: dict | None = None,
+                   width: int | None = None) -> str:
+    """The closing table: top configurations, confirmation, runs, failures, importance.
+    ``ids``: config hash -> the stability report's short id; ``width``: fit the lines to it."""
+    from analysis.summary import IMPORTANCE_MIN_CONFIGS
+
     c = summary["counts"]
     lines = [
         f"== {summary['name']}: {c['configs']} configurations, seeds {summary['seeds']}, "
@@ -77,11 +120,11 @@ def render_summary(summary: dict, knobs, top: int = 5) -> str:
         signs = "/".join(str(s) for s in r["signs"])
         lines.append(f"{i:>2} {_fmt(r['objective']):>9} {_fmt(r['mean']):>8} "
                      f"{_fmt(r['std'], '.4f'):>7} {iv:>19} {signs:>7} {r['n']:>2} {r['status']:8} "
-                     f"{_params_text(r, knobs)}")
+                     f"{_params_text(r, knobs, ids)}")
     for r in summary["confirmation"]:
         lines.append(f"confirmation on fresh seeds {r['seeds']}: mean d {_fmt(r['mean'])}, spread "
                      f"{_fmt(r['std'], '.4f')}, interval [{_fmt(r['lo'])}, {_fmt(r['hi'])}], "
-                     f"signs {'/'.join(map(str, r['signs']))} ({_params_text(r, knobs)})")
+                     f"signs {'/'.join(map(str, r['signs']))} ({_params_text(r, knobs, ids)})")
     lines.append(
         f"training runs: {c['runs_made']} made ({c['fs_runs']} FS, {c['baselines_trained']} baselines; "
         f"{c['noop_seeds_skipped']} no-op seeds skipped, {c['racing_runs_saved']} saved by racing) vs "
@@ -90,15 +133,22 @@ def render_summary(summary: dict, knobs, top: int = 5) -> str:
     if summary["failures"]:
         lines.append(f"failed configurations ({len(summary['failures'])}):")
         lines += [f"  {f['label']}: {f['failure']}" for f in summary["failures"]]
+    imp_all = summary["importance"]
+    n_imp = imp_all.get("n_configs", c["configs"])
     for stat, title in (("mean_delta", "mean delta"), ("spread", "spread")):
-        imp = summary["importance"].get(stat) or {}
+        imp = imp_all.get(stat) or {}
         txt = ", ".join(f"{k} {v:.2f}" for k, v in sorted(imp.items(), key=lambda kv: -kv[1]))
+        if txt and n_imp < IMPORTANCE_MIN_CONFIGS:
+            # PED-ANOVA on a handful of configurations is noise (analysis.summary says why)
+            txt = f"needs {IMPORTANCE_MIN_CONFIGS} configurations, this search has {n_imp}"
         lines.append(f"knob importance (PED-ANOVA) for the {title}: {txt or 'too few configurations'}")
+        if txt.startswith("needs"):
+            break
     lines += baseline_lines(summary.get("baselines"))
-    lines += settle_lines(summary.get("settle"), knobs)
+    lines += settle_lines(summary.get("settle"), knobs, ids)
     lines += contrast_lines(summary.get("contrast"))
     lines.append(f"full report: fsray report {summary['run_dir']}")
-    return "\n".join(lines)
+    return "\n".join(_fitted(lines, width, rows=2 + min(top, len(summary["selection"]))))
 
 
 def baseline_lines(b: dict | None) -> list[str]:
@@ -130,14 +180,14 @@ def contrast_lines(contrast: dict | None) -> list[str]:
     return out
 
 
-def settle_lines(settle: dict | None, knobs) -> list[str]:
+def settle_lines(settle: dict | None, knobs, ids: dict | None = None) -> list[str]:
     """The settling verdicts: one line per configuration, the family statement, what is left."""
     if not settle:
         return []
     out = [f"settled on fresh seeds (delta {settle['delta']:g}; error rates hold over every round):"]
     for c in settle["configs"]:
         iv = "" if c["lo"] is None else f", repeated 95% interval [{_fmt(c['lo'])}, {_fmt(c['hi'])}]"
-        cfg = _params_text(c, knobs) if c.get("config") else c["label"]
+        cfg = _params_text(c, knobs, ids) if c.get("config") else c["label"]
         out.append(f"  {c['label_text']:<22} n={c['n']:<3} mean d {_fmt(c['mean'])}{iv}  {cfg}")
     out.append(f"  {settle['family']}")
     for c in settle["undecided"]:
@@ -182,6 +232,11 @@ def run(args) -> int:
         update["objective"] = space.objective.model_copy(update={"min_effect": args.delta})
     if args.settle:
         update["settle"] = space.settle.model_copy(update={"enabled": True})
+    if args.settle_budget is not None:
+        if args.settle_budget < 1:
+            raise UsageError("--settle-budget must be >= 1")
+        settle = update.get("settle", space.settle)
+        update["settle"] = settle.model_copy(update={"total_budget": args.settle_budget})
     if update:
         space = space.model_validate({**space.model_dump(), **{k: (v.model_dump() if hasattr(v, "model_dump") else v) for k, v in update.items()}})
     # Checked before anything is written (one line, exit 2 otherwise): the storage location and
@@ -194,20 +249,68 @@ def run(args) -> int:
         storage = check_storage(space.storage_path)
     from fsray.cluster import cluster_address, start_ray
 
+    from fsray.search.driver import run_dir_of
+    from fsray.search.tracking import logger_callbacks
+
+    callbacks = logger_callbacks(space.name, run_dir_of(space, args.out), mlflow_uri=args.mlflow,
+                                 wandb_project=args.wandb)
     started = start_ray(debug=getattr(args, "debug", False)) if cluster_address() else False
     try:
         summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,
-                             say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only)
+                             say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only,
+                             callbacks=callbacks)
     finally:
         if started:
             import ray
 
             ray.shutdown()
-    print(render_summary(summary, list(space.knobs), top=args.top), flush=True)
-    write_stability_report(Path(summary["run_dir"]), wide=args.wide)
+    run_dir = Path(summary["run_dir"])
+    report = stability_report(run_dir)
+    width = None if args.wide else _width()
+    ids = {} if report is None else _ids_by_hash(report)
+    from analysis.answer import answer_lines, run_context
+
+    # the command the answer names repeats the flags that change what a settling run does
+    extra = [*(["--seeds", str(args.seeds)] if args.seeds is not None else []),
+             *(["--delta", f"{args.delta:g}"] if args.delta is not None else [])]
+    ctx = run_context(run_dir, space=args.space, extra_args=extra)
+    print(render_summary(summary, list(space.knobs), top=args.top, ids=ids, width=width), flush=True)
+    write_stability_report(run_dir, wide=args.wide, explain=args.explain, report=report, run=ctx)
     if storage is not None:
-        copy_results(Path(summary["run_dir"]), storage)
+        copy_results(run_dir, storage)
+    if args.mlflow:
+        from fsray.search.tracking import log_report
+
+        rid = log_report(args.mlflow, space.name, run_dir, summary)
+        print(f"MLflow: experiment {space.name!r} at {args.mlflow} (trials, and the report in run {rid})",
+              flush=True)
+    if report is not None:
+        # the answer last: what was decided, the best candidate, the one command to run next
+        print("\n" + "\n".join(answer_lines(report, ctx, width)), flush=True)
     return 0
+
+
+def _width() -> int:
+    from analysis.renderers import output_width
+
+    return output_width()
+
+
+def _ids_by_hash(report) -> dict:
+    s = report.summary
+    if "config_hash" not in s.columns:
+        return {}
+    return {h: cid for h, cid in zip(s["config_hash"], s["config_id"])}
+
+
+def stability_report(run_dir: Path):
+    """The analysis package's report of a run directory (None before any result)."""
+    from analysis.loaders import load
+    from analysis.report import ReportOptions, build
+
+    if not (run_dir / "results.jsonl").exists():
+        return None
+    return build(load([str(run_dir)]), ReportOptions())
 
 
 def copy_results(run_dir: Path, storage) -> str | None:
@@ -223,24 +326,25 @@ def copy_results(run_dir: Path, storage) -> str | None:
     return dest
 
 
-def write_stability_report(run_dir: Path, wide: bool = False) -> Path | None:
+def write_stability_report(run_dir: Path, wide: bool = False, explain: bool = False,
+                           report=None, run=None) -> Path | None:
     """End of a search: the analysis package's stability table on the terminal (at its width,
-    most important columns first; ``wide``: every column) and a
-    self-contained HTML report in the run directory (written to a temporary file, then renamed,
-    so a crash never leaves half a report)."""
-    from analysis.loaders import load
-    from analysis.report import ReportOptions, build, render
+    120 columns with no terminal, most important columns first; ``wide``: every column;
+    ``explain``: the legend too) and a self-contained HTML report in the run directory (written to
+    a temporary file, then renamed, so a crash never leaves half a report), which opens with the
+    answer (``run``: the ``analysis.answer.RunContext`` its command continues; default: the run
+    directory's own space.json). The terminal's answer is said after this, by the caller."""
+    from analysis.answer import run_context
+    from analysis.renderers import render_html, render_table
 
-    results = run_dir / "results.jsonl"
-    if not results.exists():
+    report = report if report is not None else stability_report(run_dir)
+    if report is None:
         return None
-    loaded = load([str(run_dir)])
-    report = build(loaded, ReportOptions())
     print("\n== stability report (fsray report " + str(run_dir) + ")", flush=True)
-    print(render(report, "table", wide=wide), flush=True)
+    print(render_table(report, wide=wide, explain=explain, with_answer=False), end="", flush=True)
     out = run_dir / "report.html"
     tmp = out.with_suffix(".html.tmp")
-    tmp.write_text(render(report, "html"), encoding="utf-8")
+    tmp.write_text(render_html(report, run=run or run_context(run_dir)), encoding="utf-8")
     os.replace(tmp, out)
     print(f"HTML report: {out}", flush=True)
     return out

@@ -41,10 +41,11 @@ __all__ = ["run_search", "prepare_run_dir", "run_dir_of", "check_settle_inputs"]
 
 def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
                confirm_seeds: int | None = None, say: Callable[[str], None] | None = None,
-               debug: bool = False, settle_only: bool = False) -> dict:
+               debug: bool = False, settle_only: bool = False, callbacks: list | None = None) -> dict:
     """Run (or resume) a search to its summary; returns the summary dict. Unless ``debug``, Ray's
     own output goes to ``<run>/ray.log``. ``settle_only``: no more selection; settle the finished
-    selection of an existing run directory (``--settle-only``)."""
+    selection of an existing run directory (``--settle-only``). ``callbacks``: more Ray Tune
+    callbacks for the selection (experiment trackers: ``fsray.search.tracking``)."""
     if space.settle.enabled or settle_only or space.contrast is not None:
         check_settle_inputs(space)
     if settle_only:
@@ -57,13 +58,13 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
     with quiet_output(run_dir / RAY_LOG, enabled=not debug) as terminal:
         progress = Progress(say, stream=terminal)
         try:
-            return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only)
+            return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only, callbacks)
         finally:
             progress.close()
 
 
 def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: int | None,
-                progress: Progress, settle_only: bool = False) -> dict:
+                progress: Progress, settle_only: bool = False, callbacks: list | None = None) -> dict:
     import ray
 
     from fsray.cluster import start_ray
@@ -95,7 +96,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
         else:
             from fsray.search.tuning import select   # imports Ray Tune
 
-            select(space, run_dir, resume, runner, store, actor, harness, n_layer, progress)
+            select(space, run_dir, resume, runner, store, actor, harness, n_layer, progress, callbacks)
 
         settled = contrasted = None
         if search.contrast is not None:   # the shortlist at both levels until the contrast decides

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 
+from analysis.summary import IMPORTANCE_TARGET_QUANTILE
 from fsray.search.space import SearchSpace, optuna_distributions
 
 
@@ -35,15 +36,19 @@ def _importance(space: SearchSpace, rows: list[dict], stat: str) -> dict[str, fl
         warnings.simplefilter("ignore")
         try:
             imp = optuna.importance.get_param_importances(
-                study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(), normalize=True)
+                study, normalize=True, evaluator=optuna.importance.PedAnovaImportanceEvaluator(
+                    target_quantile=IMPORTANCE_TARGET_QUANTILE))
         except (ValueError, RuntimeError):
             return {}
     return {k: float(v) for k, v in imp.items()}
 
 
 def knob_importance(space: SearchSpace, rows: list[dict]) -> dict:
-    """{"mean_delta": {knob: v}, "spread": {knob: v}}; empty dicts when too few configurations."""
-    return {"mean_delta": _importance(space, rows, "mean"), "spread": _importance(space, rows, "std")}
+    """{"mean_delta": {knob: v}, "spread": {knob: v}, "n_configs": configurations it was computed
+    from}; empty dicts when too few configurations. The report prints the numbers only from
+    ``analysis.summary.IMPORTANCE_MIN_CONFIGS`` configurations on (fewer: noise, and it says so)."""
+    return {"mean_delta": _importance(space, rows, "mean"), "spread": _importance(space, rows, "std"),
+            "n_configs": len(rows)}
 
 
 def write_importance(path: str | Path, importance: dict) -> None:

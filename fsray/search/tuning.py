@@ -178,18 +178,21 @@ def optuna_storage(space: SearchSpace, run_dir: Path):
 
 
 def searcher(space: SearchSpace, run_dir: Path):
+    """Optuna proposes the configurations; each finished trial's user attrs carry its stability
+    (``fsray.search.dashboard``: what optuna-dashboard shows beside the objective), read from
+    the source ``select`` registers under the run directory."""
     from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
+    from fsray.search.dashboard import StabilityOptunaSearch
     from fsray.search.space import optuna_distributions
 
     if space.objective.kind == "multi":
         metric, mode = ["mean_delta", "spread"], ["max", "min"]
     else:
         metric, mode = "objective", "max"
-    search = OptunaSearch(space=optuna_distributions(space), metric=metric, mode=mode,
-                          sampler=sampler(space), study_name=space.name,
-                          storage=optuna_storage(space, run_dir))
+    search = StabilityOptunaSearch(space=optuna_distributions(space), metric=metric, mode=mode,
+                                   sampler=sampler(space), study_name=space.name,
+                                   storage=optuna_storage(space, run_dir), attrs_source=str(run_dir))
     return ConcurrencyLimiter(search, max_concurrent=space.tuner.concurrency)
 
 
@@ -223,9 +226,15 @@ def driver_node_resource() -> str:
 
 
 def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: StoreClient, actor, harness,
-           n_layer: int, progress: Progress) -> None:
-    """The selection: shared baselines, then the Tune + Optuna trials over the selection seeds."""
+           n_layer: int, progress: Progress, callbacks: list | None = None) -> None:
+    """The selection: shared baselines, then the Tune + Optuna trials over the selection seeds.
+    ``callbacks``: more Tune callbacks (the experiment trackers' logger callbacks,
+    ``fsray.search.tracking``)."""
+    from fsray.search.dashboard import register_source, stability_attrs
+
     say = progress.say
+    register_source(str(run_dir), lambda params: stability_attrs(space, store.all_records(), params))
+    more = list(callbacks or [])
     # All selection baselines at once (the worker groups share them out).
     tb = time.perf_counter()
     seeds = space.seeds.selection()
@@ -249,7 +258,7 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=True)
         # Callbacks are not part of the saved state; give the restored run ours.
-        tuner._local_tuner.get_run_config().callbacks = [callback]
+        tuner._local_tuner.get_run_config().callbacks = [callback, *more]
     else:
         tuner = tune.Tuner(
             trainable,
@@ -258,7 +267,7 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
                                         # keep trial processes (and their imports) alive
                                         reuse_actors=True),
             run_config=tune.RunConfig(
-                name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback], verbose=0,
+                name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback, *more], verbose=0,
                 failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
         )
     tuner.fit()
