@@ -47,7 +47,7 @@ def judge(space: SearchSpace, run_dirs: list[Path]) -> tuple[dict[str, dict], in
     last = -1 if last != last else int(last)
     c = space.contrast
     out = acontrast.build(data, acontrast.ContrastSpec(c.key, tuple(c.levels)),
-                          metric=METRIC[space.objective.metric], delta=space.objective.delta,
+                          metric=METRIC[space.objective.metric], delta=space.objective.min_effect,
                           level=space.objective.level, horizon=space.settle.max_seeds_per_config)
     return {r["config_hash_a"]: dict(r) for _, r in out.rows.iterrows()
             if r["config_hash_a"] == r["config_hash_b"]}, last
@@ -117,7 +117,7 @@ def settle_search(space: SearchSpace, runner, store: StoreClient, run_dir: Path,
     if not listed:
         progress.say("[tune] contrast: no configuration finished every selection seed: nothing to settle")
         return None
-    params = [{k: r["config"][k] for k in space.space} for r in listed]
+    params = [{k: r["config"][k] for k in space.knobs} for r in listed]
     b_space, b_dir = space.at_level(second), level_dir(run_dir, space, second)
     progress.say(f"[tune] contrast {c.key}: {len(params)} configuration(s) at {first} and {second} on "
                  f"shared fresh seeds, rounds of {space.settle.round_size}, at most "

@@ -81,7 +81,7 @@ def stability_attrs(space, records: list[dict], params: dict) -> dict:
     if stats["n"] or noop:
         # searches maximise an accuracy (acc / seq): higher is better
         design = Design(delta=obj.delta, alpha=round(1.0 - obj.level, 12), horizon=DEFAULT_HORIZON,
-                        selected_from=max(int(space.search.trials), 1))
+                        selected_from=max(int(space.tuner.trials), 1))
         v = verdict(stats["deltas"], design, noop=noop)
         attrs["verdict"] = v.label(obj.delta)
         attrs["verdict_basis"] = v.basis
