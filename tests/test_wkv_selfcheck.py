@@ -1,6 +1,7 @@
 """The self-check that decides ``wkv_backend: auto`` on CUDA devices, run through the same code on the CPU:
 the Triton kernel in Triton's interpreter, plus backends the tests inject (a wrong one, a crashing one, a
-slow one). Shapes are tiny: the interpreter runs the kernel's Python step by step."""
+slow one). Shapes are tiny: the interpreter runs the kernel's Python step by step. The flag is set per
+test (the kernel reads it at launch), so a GPU run of the Triton tests in the same process stays on CUDA."""
 
 from __future__ import annotations
 
@@ -10,9 +11,6 @@ import warnings
 
 import pytest
 import torch
-
-_FLAG_BEFORE = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
 
 pytest.importorskip("triton", reason="triton is not installed")
 
@@ -34,11 +32,6 @@ def isolated(monkeypatch, tmp_path):
     monkeypatch.setattr(selfcheck, "TIMING_REPS", 1)
     monkeypatch.setattr(selfcheck, "_chosen", {})
     monkeypatch.setattr(selfcheck, "_warned", set())
-    yield
-    if _FLAG_BEFORE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _FLAG_BEFORE
 
 
 def forgets_s0(r, logw, k, v, a, b, s0):

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shape", default=None, metavar="B,T,H,N",
                         help="the WKV shape to time the correct backends at (default: the check's shape)")
     parser.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="input dtype for the timing")
+    parser.add_argument("--check-shape", default=None, metavar="B,T,H,N",
+                        help="the correctness check's shape (default: fsray.wkv.selfcheck.CHECK_SHAPE, what "
+                             "auto uses; a different one is cached apart)")
     parser.add_argument("--recheck", action="store_true", help="run the check again instead of reading the cache")
 
 
@@ -59,17 +62,18 @@ def run(args) -> int:
             raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type != "cpu":
         raise UsageError(f"--device {device}: only cuda and cpu devices are checked")
-    shape = _shape(args.shape, selfcheck.CHECK_SHAPE)
+    check_shape = _shape(args.check_shape, selfcheck.CHECK_SHAPE)
+    shape = _shape(args.shape, check_shape)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
 
     with warnings.catch_warnings():  # the table below names every refused backend and its error
         warnings.simplefilter("ignore", RuntimeWarning)
-        report = selfcheck.run(device, shape, dtype, recheck=args.recheck)
+        report = selfcheck.run(device, shape, dtype, recheck=args.recheck, check_shape=check_shape)
     key = report["key"]
     versions = ", ".join(f"{k} {key[k]}" for k in ("torch", "triton", "fla", "fsray", "wkv_sources"))
     print(f"device: {key['device']} ({device})")
     print(f"versions: {versions}")
-    B, T, H, N = selfcheck.CHECK_SHAPE
+    B, T, H, N = check_shape
     print(f"self-check at B{B} T{T} H{H} N{N} with s0, against the float64 chunked path; "
           f"tolerances (relative to max |ref|): fp32 {selfcheck.TOLERANCES[torch.float32]:.0e}, "
           f"bf16 {selfcheck.TOLERANCES[torch.bfloat16]:.0e}")

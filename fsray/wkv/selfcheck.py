@@ -203,17 +203,18 @@ def _warn_refused(name: str, error: str, device_label: str) -> None:
 
 
 def run(device, shape, dtype=torch.float32, candidates: dict[str, Callable] | None = None,
-        recheck: bool = False) -> dict:
+        recheck: bool = False, check_shape=None) -> dict:
     """The cached report for device (checking the backends first where there is none or ``recheck``),
     with the choice at shape/dtype added: {"key", "path", "backends": {name: result}, "choices"}."""
     device = torch.device(device)
     candidates = default_candidates(device) if candidates is None else candidates
-    key = cache_key(device, candidates)
+    check_shape = tuple(CHECK_SHAPE if check_shape is None else check_shape)
+    key = {**cache_key(device, candidates), "check_shape": list(check_shape)}
     path = cache_path(key)
     report = None if recheck else _read(path)
     if report is None or report.get("key") != key:
-        report = {"key": key, "backends": {n: check_correct(n, fn, device) for n, fn in candidates.items()},
-                  "choices": {}}
+        report = {"key": key, "choices": {},
+                  "backends": {n: check_correct(n, fn, device, check_shape) for n, fn in candidates.items()}}
         _write(path, report)
     shape_key = f"{','.join(map(str, shape))},{str(dtype).removeprefix('torch.')}"
     if shape_key not in report["choices"]:
