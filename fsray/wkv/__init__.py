@@ -86,6 +86,9 @@ def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
             backend = selfcheck.backend_for(r)
         else:
             backend = "compiled" if compiled.available() else _fallback()
-    y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
+    # Under bf16 autocast (fsray.precision) the inputs arrive in bf16 and every backend computes in
+    # float32 with a float32 state: autocast must not turn their own products back into bf16.
+    with torch.autocast(r.device.type, enabled=False):
+        y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
     state_dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
     return y.to(r.dtype), sT.to(state_dtype)
