@@ -6,7 +6,8 @@
 #
 # Steps, each under its own timeout, all output as files under $OUT (summary.txt: one line per step):
 #   a_versions   device, driver, versions, and `fsray doctor` (the WKV self-check and what auto uses)
-#   b_tests      the Triton (and fla) kernel tests on CUDA, head size 64 included
+#   b_tests      the Triton (and fla) kernel tests on CUDA, head size 64 included, and the trainer's
+#                collectives on the model's CUDA device (2 ranks on gloo)
 #   c_wkv_bench  bench/wkv_gpu.py: triton vs fla vs torch at B8 T4096 H12 N64, bf16 and fp32,
 #                fwd+bwd ms, peak memory, pass/fail against float64 references
 #   d_paired     bench/gpu_paired.py: no_fs vs prompt_fs of a random 12-layer width-768 BlinkDL checkpoint,
@@ -38,7 +39,8 @@ if [ "${GPU_CHECK_DRY:-0}" != "0" ]; then
 else
     DEVICE=cuda
     DOCTOR_ARGS=(--shape 8,4096,12,64 --dtype bf16)
-    TEST_ARGS=(tests/test_wkv_triton.py tests/test_wkv_fla.py tests/test_wkv_selfcheck.py)
+    TEST_ARGS=(tests/test_wkv_triton.py tests/test_wkv_fla.py tests/test_wkv_selfcheck.py
+               "tests/test_collectives.py::test_collectives_get_tensors_on_the_models_device_and_two_workers_equal_one[cuda:0]")
     WKV_ARGS=(--B 8 --T 4096 --H 12 --N 64 --reps 5)
     PAIRED_ARGS=(--layers 12 --width 768 --T 512,4096 --batch 8 --steps 4)
 fi
@@ -85,8 +87,8 @@ EOF
 
 # timeout runs programs, not shell functions: the function and what it reads travel as source
 step a_versions 60 bash -c "$(declare -f versions); $(declare -p DOCTOR_ARGS); PY='$PY'; versions"
-step b_tests 120 "$PY" -m pytest -q -x --noconftest -p no:cacheprovider "${TEST_ARGS[@]}"
+step b_tests 150 "$PY" -m pytest -q -x --noconftest -p no:cacheprovider "${TEST_ARGS[@]}"
 step c_wkv_bench 100 "$PY" bench/wkv_gpu.py "${WKV_ARGS[@]}" --json "$OUT/wkv_gpu.json"
-step d_paired 200 "$PY" bench/gpu_paired.py "${PAIRED_ARGS[@]}" --json "$OUT/gpu_paired.json"
+step d_paired 170 "$PY" bench/gpu_paired.py "${PAIRED_ARGS[@]}" --json "$OUT/gpu_paired.json"
 echo "device: $DEVICE; results in $OUT" | tee -a "$OUT/summary.txt"
 exit $failed
