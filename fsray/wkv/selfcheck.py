@@ -244,12 +244,14 @@ def run(device, shape, dtype=torch.float32, candidates: dict[str, Callable] | No
 def backend_for(r: torch.Tensor, candidates: dict[str, Callable] | None = None) -> str:
     """The backend ``auto`` uses for these inputs: checked once per device in this process, at the shape
     of the first call (the run's), cached on disk across processes."""
+    if torch.compiler.is_compiling():
+        # no real tensors to check with while tracing: the choice made before compiling (the trainer
+        # calls ``prepare`` first; the devices of one process are one card model in practice)
+        return next(iter(_chosen.values()), "triton" if r.is_cuda else "torch")
     key = (str(r.device),)
     name = _chosen.get(key)
     if name is not None:
         return name
-    if torch.compiler.is_compiling():  # no real tensors to check with while tracing
-        return "triton" if r.is_cuda else "torch"
     with _lock:
         if key not in _chosen:
             dtype = r.dtype if r.dtype in TOLERANCES else torch.float32
