@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fsray-installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench clean gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -29,6 +29,16 @@ test: setup
 
 bench: setup
 	for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+# bench/gpu_check.sh on a GPU machine without network: the wheels it may lack, for the usual Pythons
+# (~20 MiB; the device tool carries .gpu_wheels with the tree). fla-core and the test tools are pure Python.
+gpu-wheels: setup
+	$(PY) -m pip download -q -d .gpu_wheels --only-binary=:all: pytest fla-core einops
+	for v in 3.10 3.11 3.12 3.13; do $(PY) -m pip download -q -d .gpu_wheels --only-binary=:all: \
+	    --python-version $$v --platform manylinux2014_x86_64 pydantic pyrwkv-tokenizer || exit 1; done
+
+gpu-check:
+	OUT=$${OUT:-runs/gpu_check} bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -302,14 +302,15 @@ def main() -> None:
         return
     import ray
 
-    from fsray.harness import train_runs
+    from fsray.harness import train_paired
 
     t = time.perf_counter()
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     print(f"ray.init: {time.perf_counter() - t:.1f} s")
     for workers in (1, 2):
         t = time.perf_counter()
-        res = train_runs(spec, [(0, None), (0, FS)], workers=workers)
+        res = []
+        train_paired(spec, [0], FS, lambda seed, base, run: res.extend([base, run]), workers=workers)
         wall = time.perf_counter() - t
         train_s = sum(r["seconds"] for r in res)
         tps = sum(r["tokens"] for r in res) / train_s

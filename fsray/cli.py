@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tune": ("fsray.commands.tune", "search FS hyperparameters with Ray Tune + Optuna"),
     "report": ("analysis.cli", "stability report of paired results (fsray runs or researchers' files)"),
     "pretrain": ("fsray.commands.pretrain", "pretrain the tiny base checkpoint of the embedded default"),
+    "doctor": ("fsray.commands.doctor", "check this machine's WKV kernels and show the backend auto uses"),
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2

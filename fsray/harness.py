@@ -233,9 +233,29 @@ def run_seed_job(spec, seed: int, fs: FSConfig | None, device=None, checkpoint=N
                 "failure": first_line(exc)}
 
 
+def worker_resources(threads: int, gpus_per_worker: float) -> dict[str, float]:
+    """What one Ray Train worker asks Ray for. CPU runs: their threads. GPU runs: the GPU share, and the
+    same share of their threads in CPUs: a seed run on a quarter of a GPU is one Python thread feeding
+    it a quarter of the time, and GPU nodes have many cores per GPU, so the GPU share is what limits
+    how many runs share a node (4 at 0.25, as Ray's own fractional-GPU scheduling places them)."""
+    if gpus_per_worker <= 0:
+        return {"CPU": float(threads)}
+    return {"CPU": float(threads) * min(gpus_per_worker, 1.0), "GPU": float(gpus_per_worker)}
+
+
+def process_group_backend(use_gpu: bool) -> str:
+    """NCCL for the CUDA tensors of GPU runs, with gloo beside it for any CPU tensor a collective is given
+    (``broadcast_object_list`` of idle workers, say); gloo alone where this torch has no NCCL (a CPU
+    build driving fake or remote GPU resources)."""
+    import torch.distributed as dist
+
+    return "cuda:nccl,cpu:gloo" if use_gpu and dist.is_nccl_available() else "gloo"
+
+
 def _group_loop(config: dict) -> None:
     """Training function of one worker group (runs on every worker of the group)."""
     import ray.train
+    import torch
     import torch.distributed as dist
 
     from .spec import TrainSpec
@@ -246,7 +266,9 @@ def _group_loop(config: dict) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     node = ray.get_runtime_context().get_node_id()
     device = None
-    if config.get("use_gpu"):
+    # The device follows what the worker can use, not what was asked of Ray: a GPU resource declared
+    # on a CPU machine (tests, a mislabelled node) trains on the CPU instead of failing on CUDA.
+    if config.get("use_gpu") and torch.cuda.is_available():
         import ray.train.torch
 
         device = ray.train.torch.get_device()
@@ -310,7 +332,8 @@ class SeedRunHarness(HarnessClient):
     def __init__(self, spec, groups: int = 1, workers: int = 1, use_gpu: bool = False,
                  storage_path: str | None = None, name: str = "fsray", max_retries: int = 2,
                  capacity_timeout_s: float = 600.0, group_restarts: int = 2,
-                 on_event: Callable[[dict], None] | None = None, checkpoint_every_s: float | None = 300.0):
+                 on_event: Callable[[dict], None] | None = None, checkpoint_every_s: float | None = 300.0,
+                 gpus_per_worker: float | None = None):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         from .spec import TrainSpec
@@ -321,6 +344,14 @@ class SeedRunHarness(HarnessClient):
             raise UsageError(f"groups and workers must be >= 1, got {groups} and {workers}")
         if spec.budget.batch_size < workers:
             raise UsageError(f"batch_size {spec.budget.batch_size} is smaller than workers {workers}")
+        # gpus_per_worker (a fraction packs several seed runs on one GPU) implies use_gpu; use_gpu alone
+        # is one whole GPU per worker, as before.
+        if gpus_per_worker is None:
+            gpus_per_worker = 1.0 if use_gpu else 0.0
+        if gpus_per_worker < 0 or (gpus_per_worker > 1 and gpus_per_worker != int(gpus_per_worker)):
+            raise UsageError(f"gpus_per_worker must be a fraction of one GPU or a whole number, got {gpus_per_worker}")
+        self.gpus_per_worker = float(gpus_per_worker)
+        use_gpu = self.gpus_per_worker > 0
         self.spec, self.workers, self.use_gpu = spec, workers, use_gpu
         self.storage_path = storage_path or os.path.join(os.path.expanduser("~"), ".cache", "fsray", "ray_train")
         self.name, self.group_restarts = name, group_restarts
@@ -352,10 +383,10 @@ class SeedRunHarness(HarnessClient):
                                "checkpoints": None if self.checkpoint_every_s is None
                                else join_location(self.storage_path, "seed_runs"),
                                "checkpoint_every_s": self.checkpoint_every_s},
-            torch_config=TorchConfig(backend="nccl" if self.use_gpu else "gloo"),
+            torch_config=TorchConfig(backend=process_group_backend(self.use_gpu)),
             scaling_config=ray.train.ScalingConfig(
                 num_workers=self.workers, use_gpu=self.use_gpu,
-                resources_per_worker=None if self.use_gpu else {"CPU": self.spec.threads}),
+                resources_per_worker=worker_resources(self.spec.threads, self.gpus_per_worker)),
             run_config=ray.train.RunConfig(
                 name=f"{self.name}_{group}_{attempt}_{time.time_ns()}", storage_path=self.storage_path,
                 failure_config=ray.train.FailureConfig(max_failures=self.group_restarts)),

@@ -175,13 +175,15 @@ class TimeMix(nn.Module):
         xr, xw, xk, xv, xa, xg = torch.addcmul(x, x_prev - x, maa).unbind(0)  # six mixes, one op
 
         r = self.receptance(xr)
-        logw = -_EXP_MINUS_HALF * torch.sigmoid(self.w0 + torch.tanh(xw @ self.w1) @ self.w2)
+        # float32 under bf16 autocast too: the decay compounds over the prompt (w^T)
+        logw = -_EXP_MINUS_HALF * torch.sigmoid((self.w0 + torch.tanh(xw @ self.w1) @ self.w2).float())
         k = self.key(xk)
         v = self.value(xv)
         if self.layer_id == 0:
             v_first = v
         else:
-            v = torch.lerp(v, v_first, torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2))
+            # lerp takes one dtype: under autocast the gate (fp32 v0 + a bf16 product) is cast to v's
+            v = torch.lerp(v, v_first, torch.sigmoid(self.v0 + (xv @ self.v1) @ self.v2).to(v.dtype))
         a_gate = torch.sigmoid(self.a0 + (xa @ self.a1) @ self.a2)
         g = torch.sigmoid(xg @ self.g1) @ self.g2
 

@@ -43,8 +43,13 @@ def build_record(task: str, fs: FSConfig | None, seed: int, baseline: dict | Non
         fs_run = {**baseline, "mode": "prompt_fs"} if baseline is not None else None
     failed = [(r["mode"], r.get("failure")) for r in (baseline, fs_run)
               if r is not None and r.get("status") == "failed"]
+    # Runs before the precision policy were all fp32; a pair of two precisions is no pair.
+    precisions = [r.get("precision", "fp32") for r in (baseline, fs_run) if r is not None]
     if failed:
         status, why = "failed", "; ".join(f"{m}: {f}" for m, f in failed)
+    elif len(set(precisions)) > 1:
+        status, why = "failed", (f"precision differs: baseline ran in {precisions[0]}, prompt_fs in "
+                                 f"{precisions[1]} (a baseline is only paired with a run of its precision)")
     elif status == "ok" and (baseline is None or fs_run is None):
         status, why = "failed", "missing run"
     rec = {

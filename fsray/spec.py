@@ -79,6 +79,8 @@ class TrainSpec(StrictModel):
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     data: DataSpec = Field(default_factory=DataSpec)
     wkv_backend: Literal["auto", "reference", "torch", "compiled", "triton", "fla"] = "auto"
+    # fsray.precision: auto = bf16 autocast on CUDA (fp32 weights, optimizer, WKV state, loss), fp32 on CPU
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     threads: int = Field(1, ge=1)
     # the fused training step (fsray.fused): "on" compiles the training forward+backward (an error
     # where it cannot), "auto" compiles where it can (else eager, said once), "off" is the eager step
@@ -132,7 +134,7 @@ def _code_version() -> str:
 CODE_VERSION = _code_version()
 
 
-def baseline_key(spec: TrainSpec, seed: int) -> str:
+def baseline_key(spec: TrainSpec, seed: int, precision: str | None = None) -> str:
     """Content hash of everything that determines the no_fs run of ``seed``."""
     what = {
         "task": spec.task.model_dump(), "model": spec.model.model_dump(),
@@ -141,6 +143,13 @@ def baseline_key(spec: TrainSpec, seed: int) -> str:
     }
     if spec.compile != "off":   # the fused step rounds differently (~1e-7 a step): its own baselines
         what["compile"] = spec.compile
+    # The precision the run resolves to (fsray.precision): fp32 keys as every run before the policy did
+    # (same numbers), bf16 apart. ``precision``: what it resolved to where known (a recorded run, the
+    # search's resources), else what ``spec.precision`` gives on the CPU.
+    if precision is None:
+        precision = "bf16" if spec.precision == "bf16" else "fp32"
+    if precision != "fp32":
+        what["precision"] = precision
     if spec.model.checkpoint:
         what["checkpoint_digest"] = _file_digest(str(resolve_checkpoint(spec.model.checkpoint)))
     blob = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)

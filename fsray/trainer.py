@@ -30,6 +30,7 @@ from . import fused
 from .data import Batch, TrainStream, collate, eval_batches, indices_digest, worker_slice
 from .errors import UsageError, first_line
 from .fsconfig import FSConfig
+from .precision import autocast, resolve as resolve_precision
 from .spec import (  # noqa: F401 - the spec's names, also importable from here
     CODE_VERSION, EMBEDDED_BASE, EMBEDDED_BASE_FILE, BudgetSpec, DataSpec, ModelSpec, TaskSpec, TrainSpec,
     baseline_key, embedded_default_spec, resolve_checkpoint,
@@ -200,18 +201,22 @@ def _answer_stats(logits, batch: Batch):
 
 
 @torch.no_grad()
-def evaluate(scorer: nn.Module, data: TaskData, batch_size: int, device, rank=0, world=1, dist=None):
+def evaluate(scorer: nn.Module, data: TaskData, batch_size: int, device, rank=0, world=1, dist=None,
+             precision: str = "fp32"):
     """Validation answer-token accuracy, mean answer-token loss, exact-match accuracy."""
     was_training = scorer.training
     scorer.eval()
-    totals = torch.zeros(4, dtype=torch.float64)
+    # on the model's device: NCCL, the GPU runs' collective backend, takes device tensors only
+    totals = torch.zeros(4, dtype=torch.float64, device=device)
     for idx in eval_batches(len(data.val), batch_size):
         part = worker_slice(idx, rank, world)
         if not part:
             continue
         batch = data.batch("val", part).to(device)
-        ce, corr, n, seq = _answer_stats(scorer(batch.prompt, batch.prompt_mask, batch.answer), batch)
-        totals += torch.stack([ce, corr, n, seq]).double().cpu()
+        with autocast(precision, device):
+            logits = scorer(batch.prompt, batch.prompt_mask, batch.answer)
+        ce, corr, n, seq = _answer_stats(logits, batch)
+        totals += torch.stack([ce, corr, n, seq]).double()
     if dist is not None:
         dist.all_reduce(totals)
     scorer.train(was_training)
@@ -246,6 +251,17 @@ def run_mode(spec: TrainSpec, seed: int, fs: FSConfig | None, *, device=None,
     return run.finish()
 
 
+def _prepare_wkv(model, data: TaskData, batch_size: int, device, precision: str) -> None:
+    """The WKV self-check (``fsray.wkv.selfcheck``, cached on disk) before the first step, timed at this
+    run's shape (its batch, its longest prompt), so that ``auto`` never decides inside torch.compile."""
+    from .wkv import selfcheck
+
+    c = model.config
+    longest = max(len(e.prompt) for e in data.train)
+    selfcheck.prepare(device, (batch_size, longest, c.d_model // c.head_size, c.head_size),
+                      torch.bfloat16 if precision == "bf16" else torch.float32)
+
+
 class _ModeRun:
     """One mode of one seed in training: set up (``__init__``), then ``train_step`` after
     ``train_step`` with ``eval_and_save`` every ``eval_every`` steps, then ``finish``."""
@@ -260,12 +276,15 @@ class _ModeRun:
         if b.batch_size < self.world:
             raise UsageError(f"batch_size {b.batch_size} is smaller than the number of workers {self.world}")
         self.device = device = torch.device(device or "cpu")
+        self.precision = resolve_precision(spec.precision, device)
         torch.set_num_threads(spec.threads)
         torch.use_deterministic_algorithms(True, warn_only=True)
 
         self.data = task_data(spec)
         self.stream = TrainStream(len(self.data.train), b.batch_size, seed)
         self.model = model = initial_model(spec, seed, self.data.tokenizer.vocab_size)
+        if device.type == "cuda" and spec.wkv_backend == "auto":
+            _prepare_wkv(model, self.data, b.batch_size // self.world, device, self.precision)
         init_hash = state_digest(model)
         if fs is not None:
             torch.manual_seed(seed + 7919)   # FS gates with random init (input gate) depend on the seed
@@ -293,7 +312,7 @@ class _ModeRun:
             "mode": mode_name(fs), "status": "ok", "failure": None,
             "token_acc": None, "loss": None, "seq_acc": None, "best_step": None, "steps": 0,
             "tokens": 0, "seconds": 0.0, "curve": [], "learned": None, "cached": False,
-            "seed": int(seed), "init_hash": init_hash, "data_hash": None,
+            "seed": int(seed), "init_hash": init_hash, "data_hash": None, "precision": self.precision,
         }
         self.best = None
         self.used_batches: list[list[int]] = []
@@ -324,7 +343,8 @@ class _ModeRun:
         for g in self.opt.param_groups:
             g["lr"] = g["base_lr"] * mult
         try:
-            logits = self.train_scorer(batch.prompt, batch.prompt_mask, batch.answer)
+            with autocast(self.precision, self.device):   # backward outside, as autocast wants
+                logits = self.train_scorer(batch.prompt, batch.prompt_mask, batch.answer)
         except (UsageError, RuntimeError) as exc:
             # Diverged weights make non-finite activations that an operator refuses (its NaN checks):
             # a failed run. Anything else is a real error.
@@ -334,7 +354,8 @@ class _ModeRun:
             return self._fail(f"non-finite values at step {step} (diverged): {first_line(exc, with_type=False)}")
         ce_sum, _, n_local, _ = _answer_stats(logits, batch)
         # Global normaliser: sum over workers of answer tokens of this global batch.
-        sync = torch.tensor([float(n_local), float(batch.n_tokens), 0.0, 0.0], dtype=torch.float64)
+        sync = torch.tensor([float(n_local), float(batch.n_tokens), 0.0, 0.0], dtype=torch.float64,
+                            device=self.device)   # a collective's tensor: on the model's device
         sync[2] = ce_sum.detach().double()
         over_time = b.max_seconds is not None and time.perf_counter() - self.t0 > b.max_seconds
         sync[3] = float(over_time)
@@ -364,7 +385,7 @@ class _ModeRun:
         when it is due (not after the last step: the run is about to return); False when the
         validation loss diverged."""
         m = evaluate(self.scorer, self.data, self.spec.data.eval_batch_size, self.device, self.rank, self.world,
-                     self.dist)
+                     self.dist, self.precision)
         if not all(math.isfinite(v) for v in m.values()):
             return self._fail(f"validation loss is {m['loss']} at step {self.step} (diverged)")
         self.result["curve"].append([self.step, m["token_acc"], m["loss"], m["seq_acc"]])
@@ -418,8 +439,10 @@ def make_record(spec: TrainSpec, fs: FSConfig | None, seed: int, baseline: dict 
     context: chance level, learned rule, baseline key, model, budget, code version)."""
     from .records import build_record
 
+    # the key of the baseline as it ran: its recorded precision (fsray.precision)
+    precision = (baseline or fs_run or {}).get("precision")
     context = {"chance": _safe_chance(spec), "learned_margin": spec.learned_margin,
-               "learned_metric": spec.learned_metric, "baseline_key": baseline_key(spec, seed),
+               "learned_metric": spec.learned_metric, "baseline_key": baseline_key(spec, seed, precision),
                "model": spec.model.model_dump(), "budget": spec.budget.model_dump(),
                "task_options": spec.task.options, "code_version": CODE_VERSION}
     return build_record(task_label(spec.task.name, spec.task.options), fs, seed, baseline, fs_run, stage,

@@ -56,7 +56,9 @@ def test_fixed_seed_paired_record_is_unchanged():
     assert rec["baseline"]["init_hash"] == rec["fs"]["init_hash"]   # paired: the same initial weights
     got = {k: v for k, v in rec.items() if k not in RUN_TIME_FIELDS}
     for side in ("baseline", "fs"):
-        got[side] = {k: v for k, v in got[side].items() if k not in BYTE_FIELDS}
+        # the precision each run resolved to came after the fixture: every run before it was fp32
+        assert got[side]["precision"] == "fp32"
+        got[side] = {k: v for k, v in got[side].items() if k not in BYTE_FIELDS | {"precision"}}
     pinned = json.loads(PINNED.read_text())
     for side in ("baseline", "fs"):
         pinned[side] = {k: v for k, v in pinned[side].items() if k not in BYTE_FIELDS}

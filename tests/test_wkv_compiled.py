@@ -177,6 +177,17 @@ def test_custom_op_registration_passes_opcheck():
                               (*fwd_args[:6], u, states, dy, dsT, checkpoint, full))
 
 
+def test_the_ops_saved_tensors_are_not_differentiable_outputs():
+    # u and the states are kept for the backward only: no gradient (and no zero tensor of their size).
+    inputs = make_inputs(1, 9, 2, 8, s0=True)
+    x = [inputs[n] for n in NAMES]
+    y, sT, u, states = torch.ops.fsray.wkv7_cpu_fwd(x[0], x[1].exp(), *x[2:], compiled.CHECKPOINT, True)
+    assert y.requires_grad and sT.requires_grad and not u.requires_grad and not states.requires_grad
+    (dv_y_only,) = torch.autograd.grad(wkv7_compiled(*x, use_op=True)[0].sum(), [x[3]])
+    (dv_want,) = torch.autograd.grad(wkv7_compiled(*x, use_op=False)[0].sum(), [x[3]])
+    assert torch.equal(dv_y_only, dv_want)
+
+
 def test_gradcheck_float64_through_the_custom_op():
     inputs = make_inputs(1, 7, 2, 3, s0=True, dtype=torch.float64, seed=3)
     xs = [inputs[n] for n in NAMES]

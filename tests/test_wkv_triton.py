@@ -302,3 +302,87 @@ def test_compiles_in_one_graph_and_matches_eager():
         scale = want[name].abs().max().clamp_min(1e-30)
         err = ((got[name] - want[name]).abs().max() / scale).item()
         assert err <= 1e-5, f"{name}: {err:.1e}"
+
+
+# ------------------------------------------------- the model's head size, odd lengths, strided inputs
+def test_head_size_64_with_a_partial_last_chunk_matches_reference():
+    # The model's head size: four 16-row value blocks (the default launch), T=13 with chunk 8 ends
+    # mid-chunk. Kept tiny for the interpreter.
+    inputs = make_inputs(B=1, T=13, H=1, N=64)
+    check_against_reference(inputs, tol_y=1e-5, tol_grad=1e-5, chunk=8)
+
+
+def test_non_contiguous_inputs_give_the_contiguous_result():
+    # Views the model could hand over: heads and time transposed, every second batch row.
+    base = make_inputs(B=2, T=9, H=2, N=64, seed=3)
+    strided = []
+    for x in base[:6]:
+        y = x.detach().transpose(1, 2).contiguous().transpose(1, 2)  # [B, T, H, N] view of [B, H, T, N]
+        assert not y.is_contiguous()
+        strided.append(y.requires_grad_())
+    s0 = base[6].detach().mT.contiguous().mT.requires_grad_()  # a transposed state view
+    assert not s0.is_contiguous()
+    check_against_reference(strided + [s0], tol_y=1e-5, tol_grad=1e-5, chunk=4)
+
+
+def test_saved_bytes_is_what_the_forward_keeps():
+    from fsray.wkv import triton_kernel as tk
+
+    B, T, H, N, chunk = 1, 13, 2, 64, 8
+    r, logw, k, v, a, b, s0 = (x.detach() for x in make_inputs(B, T, H, N))
+    _, _, ckpt = tk._forward(r, logw, k, v, a, b, s0, chunk, None, True)
+    assert tk.saved_bytes(B, T, H, N, chunk)["saved"] == ckpt.numel() * ckpt.element_size()
+    # the documented figure at the GPU check's shape
+    assert tk.saved_bytes(8, 4096, 12, 64, 16)["saved"] == 8 * 12 * 256 * 64 * 64 * 4
+
+
+def test_the_checkpoint_output_of_the_custom_op_is_not_differentiable():
+    from fsray.wkv import triton_kernel as tk
+
+    inputs = make_inputs(1, 5, 1, 16)
+    y, sT, ckpt = tk._op_fwd(*inputs, 4, None)
+    assert y.requires_grad and sT.requires_grad and not ckpt.requires_grad
+    # only y used: the backward runs with no incoming gradient for sT or the checkpoints
+    (dr,) = torch.autograd.grad(y.sum(), [inputs[0]])
+    leaves, (y_ref, _) = reference_on(inputs)
+    (dr_ref,) = torch.autograd.grad(y_ref.sum(), [leaves[0]])
+    assert_rel_close(dr, dr_ref, 1e-5, "dr")
+
+
+def test_launches_run_under_the_inputs_cuda_device(monkeypatch):
+    from fsray.wkv import triton_kernel as tk
+
+    entered = []
+
+    class Recorder:
+        def __init__(self, device):
+            self.device = device
+
+        def __enter__(self):
+            entered.append(self.device)
+
+        def __exit__(self, *exc):
+            return False
+
+    class OnSecondGpu:
+        is_cuda = True
+        device = torch.device("cuda", 1)
+
+    monkeypatch.setattr(torch.cuda, "device", Recorder)
+    with tk._on_device(OnSecondGpu()):
+        pass
+    assert entered == [torch.device("cuda", 1)]
+    cpu = torch.zeros(1)
+    with tk._on_device(cpu):  # no CUDA context is touched for CPU tensors (the interpreter)
+        pass
+    assert entered == [torch.device("cuda", 1)]
+
+
+@pytest.mark.skipif(not ON_GPU or torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_inputs_on_another_gpu_than_the_current_one():
+    inputs = [None if x is None else x.detach().to("cuda:1").requires_grad_() for x in make_inputs(1, 9, 1, 64)]
+    with torch.cuda.device(0):
+        y, sT = wkv7_triton(*inputs, chunk=4)
+        assert y.device == torch.device("cuda", 1)
+        leaves, (y_ref, sT_ref) = reference_on(inputs)
+        assert_rel_close(y, y_ref, 1e-5, "y on cuda:1")

@@ -34,7 +34,7 @@ _SPEC_FLAGS = {   # flag dest -> (section, field)
     "n_layer": ("model", "n_layer"), "d_model": ("model", "d_model"),
     "head_size": ("model", "head_size"), "checkpoint": ("model", "checkpoint"),
     "tokenizer": ("model", "tokenizer"), "threads": (None, "threads"),
-    "wkv_backend": (None, "wkv_backend"),
+    "wkv_backend": (None, "wkv_backend"), "precision": (None, "precision"),
 }
 
 _SHAPE_FIELDS = ("n_layer", "d_model", "head_size")   # what a checkpoint fixes
@@ -60,6 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the shape: a shape flag that disagrees with it is an error)")
     b.add_argument("--tokenizer", choices=["byte", "world"], default=None)
     b.add_argument("--wkv-backend", default=None)
+    b.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=None,
+                   help="auto (default): bf16 autocast on CUDA, fp32 on the CPU (fsray.precision)")
     f = p.add_argument_group("Future-Seed knobs (docs/DESIGN.md §3)")
     for name, field in FSConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")

@@ -129,6 +129,6 @@ def _start_harness(space: SearchSpace, runner, run_dir: Path, progress: Progress
 
     r = space.resources
     return SeedRunHarness(runner.spec, groups=space.tuner.concurrency, workers=r.workers,
-                          use_gpu=r.gpus_per_worker > 0, storage_path=train_storage(space, run_dir),
+                          gpus_per_worker=r.gpus_per_worker, storage_path=train_storage(space, run_dir),
                           name=space.name, max_retries=r.max_retries,
                           capacity_timeout_s=r.capacity_timeout_s, on_event=progress.on_event)

@@ -113,7 +113,7 @@ class RealRunner:
         # threads = the CPUs a worker holds (the harness reserves spec.threads CPUs per worker)
         threads = max(1, int(space.resources.cpus_per_worker))
         raw = {"task": space.task.model_dump(), "model": space.model, "budget": space.budget,
-               "data": space.data, "threads": threads}
+               "data": space.data, "threads": threads, "precision": space.precision}
         if space.base == "embedded_default":
             from fsray.spec import embedded_default_spec
 
@@ -141,9 +141,12 @@ class RealRunner:
         # still find the baselines the driver trained for this search (never retrain them).
         if int(seed) in self.known_keys:
             return self.known_keys[int(seed)]
+        from fsray.precision import resolve
         from fsray.spec import baseline_key
 
-        return baseline_key(self.spec, seed)
+        # auto resolves on the workers' device: bf16 where the search gives them GPUs
+        device = "cuda" if self.space.resources.gpus_per_worker > 0 else "cpu"
+        return baseline_key(self.spec, seed, resolve(self.spec.precision, device))
 
     def train_baselines(self, seeds: list[int]) -> dict[int, dict]:
         """All missing baselines at once: the free worker groups share them out."""

@@ -271,6 +271,8 @@ class SearchSpace(_Strict):
     # optional check: the model's depth is read from the model or its checkpoint (once, by the
     # runner); a value here that disagrees is an error
     n_layer: int | None = Field(default=None, ge=1)
+    # the seed runs' precision (fsray.precision): auto = bf16 autocast on GPU workers, fp32 on CPU ones
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
     seeds: SeedsSection
     knobs: dict[str, Distribution] = Field(min_length=1)   # the searched FS knobs (YAML `space` before)
     fixed: dict[str, Any] = Field(default_factory=dict)

@@ -4,8 +4,9 @@ Backends: ``reference`` (per-token autograd loop), ``torch`` (exact chunked form
 ops, ``fsray.wkv.chunked``), ``compiled`` (the per-token loop in C, built at first use, with a hand-written
 backward, ``fsray.wkv.compiled``: the fastest CPU path at every shape measured in bench/wkv_cpu.py),
 ``triton`` (GPU kernel, ``fsray.wkv.triton_kernel``), ``fla`` (flash-linear-attention's chunk_rwkv7, an
-optional extra). ``auto`` picks triton on CUDA tensors, compiled on CPU tensors (torch, with a warning,
-where no C compiler can build it). See ``fsray.wkv.reference`` for the math and the shape conventions.
+optional extra). ``auto`` on CUDA tensors takes the fastest backend that passed the self-check on that
+device (``fsray.wkv.selfcheck``: once per device and versions, cached on disk; ``fsray doctor`` shows it),
+on CPU tensors compiled (torch, with a warning, where no C compiler can build it). See ``fsray.wkv.reference`` for the math and the shape conventions.
 
 The compiled C loop and the Triton kernel are also torch custom ops (``torch.ops.fsray.wkv7_cpu_fwd``/
 ``_bwd``, ``wkv7_triton_fwd``/``_bwd``): under ``torch.compile`` (``fsray.fused``) the backends call
@@ -79,7 +80,15 @@ def wkv7(r, logw, k, v, a, b, s0=None, backend: str = "auto"):
         raise UsageError(f"unknown WKV backend {backend!r}; choose from {', '.join(BACKENDS)}")
     _check(r, logw, k, v, a, b, s0)
     if backend == "auto":
-        backend = "triton" if r.is_cuda else ("compiled" if compiled.available() else _fallback())
-    y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
+        if r.is_cuda:
+            from . import selfcheck
+
+            backend = selfcheck.backend_for(r)
+        else:
+            backend = "compiled" if compiled.available() else _fallback()
+    # Under bf16 autocast (fsray.precision) the inputs arrive in bf16 and every backend computes in
+    # float32 with a float32 state: autocast must not turn their own products back into bf16.
+    with torch.autocast(r.device.type, enabled=False):
+        y, sT = _IMPLS[backend](r, logw, k, v, a, b, s0)
     state_dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
     return y.to(r.dtype), sT.to(state_dtype)

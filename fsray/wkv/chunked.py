@@ -148,6 +148,12 @@ class _ChunkedWKV7(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dsT):
+        # the saved products are float32 (float64): a backward run under autocast stays in their dtype
+        with torch.autocast(dy.device.type, enabled=False):
+            return _ChunkedWKV7._backward(ctx, dy.to(ctx.saved_tensors[0].dtype), dsT)
+
+    @staticmethod
+    def _backward(ctx, dy, dsT):
         x, e_ar, e_grow, e_out, ar_d, bk_g, bk_h, scores, T_inv, Z, ZB, R_s, S_starts = ctx.saved_tensors
         B, T, H, N, C, n_chunks, pad, no_s0 = ctx.dims
         v_ = x[:, :, :, 4]

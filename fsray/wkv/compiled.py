@@ -272,12 +272,18 @@ def _op_setup_context(ctx, inputs, output):
     r, w, k, v, a, b, _s0, checkpoint, full = inputs
     _y, _sT, u, states = output
     ctx.save_for_backward(r, w, k, v, a, b, u, states)
+    # u and the states are kept for the backward, not results: no zero gradients of their size.
+    ctx.mark_non_differentiable(u, states)
+    ctx.set_materialize_grads(False)
     ctx.layout = (checkpoint, full)
 
 
 def _op_backward(ctx, dy, dsT, _du, _dstates):
     r, w, k, v, a, b, u, states = ctx.saved_tensors
     checkpoint, full = ctx.layout
+    B, T, H, N = r.shape
+    dy = torch.zeros_like(r) if dy is None else dy
+    dsT = r.new_zeros(B, H, N, N) if dsT is None else dsT
     dr, dw, dk, dv, da, db, ds0 = _op_bwd(r, w, k, v, a, b, u, states, dy, dsT, checkpoint, full)
     return dr, dw, dk, dv, da, db, ds0, None, None
 

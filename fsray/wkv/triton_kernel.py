@@ -25,9 +25,23 @@ blocks (deterministic, no atomics).
 Kernels are wrapped with ``triton.jit`` at launch, not at import, and call no jit-decorated
 triton helper, so ``TRITON_INTERPRET=1`` (the CPU interpreter the tests use) takes effect whenever
 it is set before a call, even if triton or this module was imported earlier without it.
+
+Device. Every launch runs under ``torch.cuda.device(r.device)``: Triton launches on the *current* CUDA
+device, which need not be the inputs' one (a worker pinned to cuda:1, a model moved after start).
+
+Memory, per layer call (fp32; ``saved_bytes`` computes it): saved for the backward, the inputs
+themselves plus the state checkpoints, ``B*H*ceil(T/chunk)*N*N*4`` bytes (B8 T4096 H12 N64 at the
+default chunk 16: 403 MB a layer); transient in the backward only, the per-value-block partial sums
+of dr, dlogw, dk, da, db, ``5*ceil(N/BV)*B*T*H*N*4`` (2.0 GB at that shape), dv ``B*T*H*N*4`` and the
+recompute scratch ``B*H*ceil(N/BV)*chunk*BV*BK*4`` (25 MB). A larger ``chunk`` divides the saved
+checkpoints but multiplies the scratch; at 16 the scratch of all programs fits an H100's L2 cache.
+The checkpoint output of the custom op is marked non-differentiable, so autograd never builds a
+zero gradient of its size.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import triton
@@ -271,6 +285,22 @@ def _interpreting() -> bool:
     return bool(knobs.runtime.interpret)
 
 
+def _on_device(x: torch.Tensor):
+    """Launch under the inputs' CUDA device (Triton uses the current one); nothing to do on the CPU."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
+def saved_bytes(B: int, T: int, H: int, N: int, chunk: int = 16, block_v: int | None = None) -> dict[str, int]:
+    """Bytes one layer call needs beyond its inputs: ``saved`` (state checkpoints kept from the forward
+    to the backward) and ``backward_transient`` (partial sums, dv and scratch, only during the backward)."""
+    BK, BV, _ = _launch_config(N, block_v)
+    n_vblocks = -(-N // BV)
+    n_chunks = -(-T // chunk)
+    saved = B * H * n_chunks * N * N * 4
+    transient = (5 * n_vblocks + 1) * B * T * H * N * 4 + B * H * n_vblocks * chunk * BV * BK * 4
+    return {"saved": saved, "backward_transient": transient}
+
+
 def _check_inputs(r, logw, k, v, a, b, s0, chunk, block_v):
     names = ("r", "logw", "k", "v", "a", "b")
     tensors = (r, logw, k, v, a, b)
@@ -330,14 +360,15 @@ def _forward(r, logw, k, v, a, b, s0, chunk, block_v, save_ckpt: bool):
         else:
             sT.zero_()
     else:
-        _kernel(_wkv7_fwd_kernel)[(n_vblocks, B * H)](
-            r, logw, k, v, a, b, s0_f32 if s0_f32 is not None else sT,
-            y, sT, ckpt,
-            T, H,
-            N=N, BK=BK, BV=BV, CHUNK=chunk,
-            HAS_S0=s0_f32 is not None, SAVE_CKPT=save_ckpt,
-            num_warps=num_warps,
-        )
+        with _on_device(r):
+            _kernel(_wkv7_fwd_kernel)[(n_vblocks, B * H)](
+                r, logw, k, v, a, b, s0_f32 if s0_f32 is not None else sT,
+                y, sT, ckpt,
+                T, H,
+                N=N, BK=BK, BV=BV, CHUNK=chunk,
+                HAS_S0=s0_f32 is not None, SAVE_CKPT=save_ckpt,
+                num_warps=num_warps,
+            )
     return y, sT, ckpt
 
 
@@ -357,15 +388,16 @@ def _backward(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v):
     parts = torch.empty(5, n_vblocks, B, T, H, N, dtype=torch.float32, device=dev)
     scratch = torch.empty(B * H * n_vblocks * chunk * BV * BK, dtype=torch.float32, device=dev)
     if T > 0:
-        _kernel(_wkv7_bwd_kernel)[(n_vblocks, B * H)](
-            r, logw, k, v, a, b,
-            dy, dsT_f32 if dsT_f32 is not None else ds0, ckpt, scratch,
-            ds0, dv, parts[0], parts[1], parts[2], parts[3], parts[4],
-            T, H, B * T * H * N,
-            N=N, BK=BK, BV=BV, CHUNK=chunk,
-            HAS_DST=dsT_f32 is not None,
-            num_warps=num_warps,
-        )
+        with _on_device(r):
+            _kernel(_wkv7_bwd_kernel)[(n_vblocks, B * H)](
+                r, logw, k, v, a, b,
+                dy, dsT_f32 if dsT_f32 is not None else ds0, ckpt, scratch,
+                ds0, dv, parts[0], parts[1], parts[2], parts[3], parts[4],
+                T, H, B * T * H * N,
+                N=N, BK=BK, BV=BV, CHUNK=chunk,
+                HAS_DST=dsT_f32 is not None,
+                num_warps=num_warps,
+            )
         dr, dlogw, dk, da, db = parts.sum(dim=1).unbind(0)
     else:
         dv.zero_()
@@ -420,7 +452,7 @@ def _op_fwd_fake(r, logw, k, v, a, b, s0, chunk, block_v):
 
 @torch.library.custom_op("fsray::wkv7_triton_bwd", mutates_args=())
 def _op_bwd(r: torch.Tensor, logw: torch.Tensor, k: torch.Tensor, v: torch.Tensor, a: torch.Tensor,
-            b: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor, dsT: torch.Tensor, chunk: int,
+            b: torch.Tensor, ckpt: torch.Tensor, dy: torch.Tensor | None, dsT: torch.Tensor | None, chunk: int,
             block_v: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
                                           torch.Tensor, torch.Tensor, torch.Tensor]:
     grads = _backward(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v)
@@ -444,6 +476,8 @@ def _op_bwd_fake(r, logw, k, v, a, b, ckpt, dy, dsT, chunk, block_v):
 def _op_setup_context(ctx, inputs, output):
     r, logw, k, v, a, b, s0, chunk, block_v = inputs
     ctx.save_for_backward(r, logw, k, v, a, b, output[2])
+    ctx.mark_non_differentiable(output[2])  # the checkpoints: no zero gradient of their size
+    ctx.set_materialize_grads(False)
     ctx.shape_config = (chunk, block_v)
     ctx.s0_dtype = s0.dtype if s0 is not None else None
 
