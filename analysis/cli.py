@@ -23,7 +23,6 @@ EPILOG = """examples:
   fsray report results.jsonl --metric seq --learned-above 0.5
   fsray report table.csv --format json --interval bca --effect 0.01
   fsray report runs/a runs/b --group-by task          # pool configurations per task
-  fsray report examples/ --contrast order            # FS x ordering
   fsray report runs/ --contrast order=options_first,question_first --across-tasks
 
 input formats (detected by content): fsray results stores (fsray.paired/1 JSONL); the researchers'
