@@ -197,7 +197,7 @@ def test_gates_at_their_start_follow_the_researchers_defaults():
     fs = FutureSeed(cfg, L, H, C)
     assert torch.equal(fs.alpha_head, torch.full((L, H), -2.0))
     torch.testing.assert_close(fs.seed(1, prev), prev * sig * sig)
-    assert float(sig * sig) == pytest.approx(0.01421, abs=1e-5)  # docs/DESIGN.md §3 rounds it to 0.0144
+    assert float(sig * sig) == pytest.approx(0.01421, abs=1e-5)  # sigmoid(-2)^2 (0.12^2 = 0.0144 rounded)
     # an explicit start still wins
     fs = FutureSeed(FSConfig(fs_variant="head", head_alpha_init=0.0, **plain), L, H, C)
     torch.testing.assert_close(fs.seed(1, prev), prev * sig * 0.5)
