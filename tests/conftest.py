@@ -17,6 +17,10 @@ UPSTREAM = REPO.parent / "shared" / "fixtures" / "upstream_results"
 # Keep torch and BLAS to one thread per process in tests: deterministic and fair to 2-core CI.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+# pytest-xdist's workers export COLUMNS=80: the terminal table would then fit 80 columns under
+# `make test` (-n 2) and 120 (no terminal) under a plain pytest. Tests see no terminal either way;
+# those about widths set COLUMNS themselves.
+os.environ.pop("COLUMNS", None)
 # Tests never reach a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

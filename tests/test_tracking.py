@@ -25,7 +25,7 @@ def test_mlflow_logs_trials_and_the_report(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
 
     raw = yaml.safe_load((REPO / "search_spaces" / "simulated.yaml").read_text())
-    raw["search"].update({"trials": 4, "concurrency": 2})
+    raw["tuner"].update({"trials": 4, "concurrency": 2})
     raw["seeds"] = {"count": 3, "confirm": 0}
     raw["baseline_cache"] = str(tmp_path / "cache")
     space = tmp_path / "space.yaml"
@@ -49,7 +49,7 @@ def test_mlflow_logs_trials_and_the_report(tmp_path, monkeypatch):
     assert len(trials) == 4
     for r in trials:
         # the searched knobs as params, the paired statistics as metrics
-        assert set(raw["space"]) <= set(r.data.params)
+        assert set(raw["knobs"]) <= set(r.data.params)
         assert {"objective", "mean_delta", "spread", "lower", "upper", "n_seeds"} <= set(r.data.metrics)
         assert r.data.metrics["lower"] <= r.data.metrics["mean_delta"] <= r.data.metrics["upper"] \
             or r.data.metrics.get("noop") == 1.0
