@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bimodal, multiplicity, stats, verdict
+from . import bimodal, multiplicity, shrinkage, stats, verdict
 from .errors import AnalysisInputError
 from .loaders import Loaded
 
@@ -52,6 +52,8 @@ class ReportOptions:
     max_plot_configs: int = 40
     delta: float = verdict.DEFAULT_DELTA  # smallest effect of interest of the verdicts
     horizon: int = verdict.DEFAULT_HORIZON  # seeds a configuration's sequential design may reach
+    design: str = verdict.DEFAULT_DESIGN  # sprt | spending: the settling design the verdicts replay
+    borrow: bool = True                   # borrowed variance: a variance prior per family
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -73,6 +75,8 @@ class ReportOptions:
             self.delta = verdict.check_delta(self.delta)
         except AnalysisInputError:
             raise AnalysisInputError(f"--delta must be a positive number, got {self.delta!r}") from None
+        if self.design not in verdict.DESIGNS:
+            raise AnalysisInputError(f"--design must be one of {verdict.DESIGNS}, got {self.design!r}")
         if (isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer))
                 or self.horizon < verdict.MIN_SEEDS):
             raise AnalysisInputError(f"--max-seeds must be an integer >= {verdict.MIN_SEEDS}, "
@@ -302,8 +306,9 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
                 horizon = int(hz.max())
         design = verdict.Design(delta=options.delta, alpha=level_alpha,
                                 horizon=max(horizon, verdict.MIN_SEEDS),
-                                higher_is_better=options.metric != "loss", selected_from=selected_from)
-        v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]))
+                                higher_is_better=options.metric != "loss", selected_from=selected_from,
+                                kind=options.design)
+        v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]), prior=r["_prior"])
         v.basis = basis
         out.append(v)
     res = pd.DataFrame({
@@ -317,11 +322,60 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
         "would_decide": [v.would_decide for v in out],
         "verdict_note": [v.note for v in out],
         "looks": [list(v.looks) for v in out],
+        "verdict_design": [v.design for v in out],
+        "verdict_prior_df": [v.prior_df for v in out],
     }, index=summary.index)
-    for c in ("verdict_lo", "verdict_hi", "seeds_to_decide", "would_decide"):
+    for c in ("verdict_lo", "verdict_hi", "seeds_to_decide", "would_decide", "verdict_prior_df"):
         res[c] = res[c].astype(object).where(res[c].notna(), None)
     res["_verdict"] = out
     return res
+
+
+BORROW_COLUMNS = ("variance", "prior_df", "prior_sd", "prior_configs", "ci_df", "own_ci_lo",
+                  "own_ci_hi", "t_p")
+
+
+def _borrowed(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
+              options: ReportOptions) -> pd.DataFrame:
+    """Borrowed variance per family (stage and task: one model, budget and metric within a
+    search): each configuration's prior (``shrinkage.family_priors``), its moderated t interval
+    (``ci_lo``/``ci_hi`` when the interval method is t; the configuration's own interval stays in
+    ``own_ci_lo``/``own_ci_hi``) and moderated t p-value ``t_p``. Columns ``BORROW_COLUMNS`` and
+    ``_prior`` (used by the verdicts)."""
+    dcol = f"d_{options.metric}"
+    groups = {k if isinstance(k, tuple) else (k,): pd.to_numeric(g[dcol], errors="coerce").dropna().to_numpy(float)
+              for k, g in data.groupby(keys, sort=False, dropna=False)}
+    fam_cols = ["stage", "task"] if "task" in summary.columns else ["stage"]
+    priors: dict = {}
+    for _, fam in summary.groupby(fam_cols, sort=False, dropna=False):
+        real = {i: groups.get(tuple(summary.loc[i, k] for k in keys), np.array([]))
+                for i in fam.index if not bool(summary.loc[i, "noop"])}
+        fitted = shrinkage.family_priors(real) if options.borrow else {}
+        for i in fam.index:
+            priors[i] = fitted.get(i, shrinkage.Prior.none())
+    rows = []
+    for i, r in summary.iterrows():
+        p = priors[i]
+        x = groups.get(tuple(r[k] for k in keys), np.array([]))
+        row = {"_prior": p, "variance": "own", "prior_df": None, "prior_sd": None,
+               "prior_configs": int(p.n_configs), "ci_df": None, "own_ci_lo": r["ci_lo"],
+               "own_ci_hi": r["ci_hi"], "t_p": None, "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}
+        if x.size >= 2 and not bool(r["noop"]):
+            lo, hi, df = shrinkage.moderated_interval(x, p, options.level)
+            row["ci_df"] = df
+            row["t_p"] = shrinkage.moderated_p(x, p)
+            if p.applies and p.prior_df(x.size - 1) > 0:
+                row.update(variance="borrowed", prior_df=float(p.prior_df(x.size - 1)),
+                           prior_sd=math.sqrt(p.s0sq))
+                if options.interval == "t":
+                    row["ci_lo"], row["ci_hi"] = lo, hi
+            elif p.outlier:
+                row["variance"] = "own (out of line with its family)"
+        rows.append(row)
+    out = pd.DataFrame(rows, index=summary.index)
+    for c in ("prior_df", "prior_sd", "ci_df", "t_p", "own_ci_lo", "own_ci_hi", "ci_lo", "ci_hi"):
+        out[c] = out[c].astype(object).where(out[c].notna(), None)
+    return out
 
 
 def _reused_confirmations(data: pd.DataFrame) -> set:
@@ -416,10 +470,14 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     summary["noop"] = summary["noop_status"].astype(bool) | ((summary["n"] >= 2)
                                                             & (summary["n_zero"] == summary["n"]))
     summary = summary.drop(columns=["noop_status"])
+    borrowed = _borrowed(summary, data, keys, options)
+    if "ci_lo" in borrowed.columns:
+        summary["ci_lo"], summary["ci_hi"] = borrowed.pop("ci_lo"), borrowed.pop("ci_hi")
+    summary = pd.concat([summary, borrowed], axis=1)
     summary = pd.concat([summary, _verdicts(summary, data, keys, options)], axis=1)
     summary = _sort(summary, options)
     families = _family_adjust(summary, options)
-    summary = summary.drop(columns=["_verdict"])
+    summary = summary.drop(columns=["_verdict", "_prior"])
 
     warnings = []
     # Single-seed configurations come in dozens from a one-seed search: one line per stage and task.

@@ -290,7 +290,7 @@ def verdict(deltas: Sequence[float], design: Design | None = None,
     c_eq = sequential.t_boundaries(lk, design.horizon, design.a_equiv, design.rho, prior_df=d0)
     delta = design.delta
     for k, nk in enumerate(lk):
-        m, var, df = _moments(g, nk, d0, s0sq)
+        m, var, df = moderated_moments(g, nk, d0, s0sq)
         se = math.sqrt(var / nk)
         lo, hi = _interval(m, se, c_eff[k])
         elo, ehi = _interval(m, se, c_eq[k])
@@ -321,7 +321,7 @@ def prior_for(prior: Prior | None, n: int) -> tuple[float, float]:
     return float(sequential.prior_df_step(float(prior.prior_df(n - 1)))), float(prior.s0sq)
 
 
-def _moments(g: np.ndarray, k: int, d0: float = 0.0, s0sq: float = math.nan):
+def moderated_moments(g: np.ndarray, k: int, d0: float = 0.0, s0sq: float = math.nan):
     """(mean, variance, df) of the first ``k`` deltas, the variance moderated by the prior."""
     x = g[:k]
     s2 = float(x.var(ddof=1)) if k > 1 else math.nan
@@ -343,7 +343,7 @@ def _verdict_sprt(out: Verdict, g: np.ndarray, design: Design, d0: float, s0sq: 
     stopping-aware estimate is added by ``analysis.stopped`` once the configuration is settled."""
     looks = _sprt_looks(out, design)
     if not looks:
-        m, var, df = _moments(g, g.size, d0, s0sq)
+        m, var, df = moderated_moments(g, g.size, d0, s0sq)
         _fill_plain(out, sign, m, var, df, g.size, design)
         out.note = f"beyond the {design.horizon}-seed horizon of the design: no look left"
         return
@@ -353,7 +353,7 @@ def _verdict_sprt(out: Verdict, g: np.ndarray, design: Design, d0: float, s0sq: 
     r = sprt.replay(lk, sx[None], sxx[None], design.delta, A, B, d0, s0sq)
     code, k = int(r["code"][0]), int(r["k"][0])
     nk = looks[k]
-    m, var, df = _moments(g, nk, d0, s0sq)
+    m, var, df = moderated_moments(g, nk, d0, s0sq)
     _fill_plain(out, sign, m, var, df, nk, design)
     if code != sprt.CODES["undecided"]:
         out.verdict = [v for v, c in sprt.CODES.items() if c == code][0]
@@ -391,7 +391,7 @@ def _project_sprt(out: Verdict, g, design: Design, looks, sx, sxx, A, B, d0, s0s
             out.seeds_to_decide = n2 - n
             out.would_decide = [v for v, c in sprt.CODES.items() if c == code][0]
             return
-    _, var, _ = _moments(g, n, d0, s0sq)
+    _, var, _ = moderated_moments(g, n, d0, s0sq)
     _beyond_horizon(out, m, math.sqrt(var), d0, design)
 
 
@@ -419,7 +419,7 @@ def _project(out: Verdict, g: np.ndarray, design: Design, d0: float = 0.0,
     horizon whose (projected) boundary the estimate would cross; beyond the horizon, the fixed-
     sample count at full alpha (a lower bound on what a larger design would need)."""
     n = g.size
-    m, var, _ = _moments(g, n, d0, s0sq)
+    m, var, _ = moderated_moments(g, n, d0, s0sq)
     s = math.sqrt(var) if var >= 0 else math.nan
     delta = design.delta
     if not (s > 0):
@@ -572,23 +572,32 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
                 max_seeds_per_config: int = DEFAULT_HORIZON, round_size: int = DEFAULT_ROUND,
                 total_budget: int | None = None, noop: Iterable[str] = (),
                 selected_from: int = 1, higher_is_better: bool = True,
-                what: str = "this task") -> SettlePlan:
+                what: str = "this task", design: str = DEFAULT_DESIGN,
+                priors: Mapping[str, Prior] | None = None, borrow: bool = True) -> SettlePlan:
     """Verdicts now and the next round: ``plan.round()`` maps each undecided configuration with
     budget left to the seeds to run next (``round_size``, at least enough for a first look of
     ``MIN_SEEDS``, capped by ``max_seeds_per_config``). With ``total_budget`` (seeds left in all),
     the configurations closest to a verdict (fewest projected seeds) are served first.
-    ``max_seeds_per_config`` is also the design's horizon: keep it fixed across rounds."""
+    ``max_seeds_per_config`` is also the design's horizon: keep it fixed across rounds.
+
+    ``design``: "sprt" (default) or "spending". Borrowed variance: the configurations of one plan
+    are one family (one task, model, budget, metric, stage); with ``borrow`` each gets the prior
+    ``analysis.shrinkage.family_priors`` fits from the others (no-ops left out), unless
+    ``priors`` gives them; a family too small to fit one judges each on its own variance."""
     if isinstance(round_size, bool) or int(round_size) != round_size or round_size < 1:
         raise AnalysisInputError(f"round_size must be a positive integer, got {round_size!r}")
     if total_budget is not None and (int(total_budget) != total_budget or total_budget < 0):
         raise AnalysisInputError(f"total_budget must be a non-negative integer, got {total_budget!r}")
     design = Design(delta=delta, alpha=alpha, horizon=max_seeds_per_config,
-                    higher_is_better=higher_is_better, selected_from=selected_from)
+                    higher_is_better=higher_is_better, selected_from=selected_from, kind=design)
     noop = set(noop)
     looks_by_config = looks_by_config or {}
+    if priors is None and borrow:
+        priors = shrinkage.family_priors({k: v for k, v in deltas_by_config.items() if k not in noop})
+    priors = priors or {}
     out: dict[str, Verdict] = {}
     for name, deltas in deltas_by_config.items():
-        v = verdict(deltas, design, looks_by_config.get(name), noop=name in noop)
+        v = verdict(deltas, design, looks_by_config.get(name), noop=name in noop, prior=priors.get(name))
         if v.verdict == "undecided":
             left = design.horizon - v.n
             if left > 0:

@@ -80,9 +80,21 @@ def test_summary_is_the_statistics_modules_output(report):
     assert len(merged) == len(report.summary) == N_CONFIGS + 1
     for col in ("n", "mean", "std", "n_pos", "n_neg", "sign_p", "wilcoxon_p", "ci_lo", "ci_hi",
                 "p_improve", "seeds_needed"):
-        a = pd.to_numeric(merged[col]).to_numpy(float)
+        # the configuration's own interval stays available beside the borrowed-variance one
+        mine = {"ci_lo": "own_ci_lo", "ci_hi": "own_ci_hi"}.get(col, col)
+        a = pd.to_numeric(merged[mine]).to_numpy(float)
         b = pd.to_numeric(merged[f"{col}_direct"]).to_numpy(float)
         np.testing.assert_allclose(a, b, equal_nan=True, err_msg=col)
+    # the interval shown is the moderated t of each configuration's family prior
+    from analysis import shrinkage
+    assert (report.summary["variance"] == "borrowed").sum() >= 2
+    for _, r in report.summary[report.summary["variance"] == "borrowed"].iterrows():
+        rows = data[(data["stage"] == r["stage"]) & (data["task"] == r["task"])]
+        fam = {h: g["d_acc"].to_numpy(float) for h, g in rows.groupby("config_hash")}
+        lo, hi, df = shrinkage.moderated_interval(fam[r["config_hash"]],
+                                                  shrinkage.family_priors(fam)[r["config_hash"]])
+        assert (r["ci_lo"], r["ci_hi"], r["ci_df"]) == pytest.approx((lo, hi, df))
+        assert r["ci_df"] > r["n"] - 1 and r["prior_df"] > 0
     # breakthrough split = bimodal.summarize_breakthrough on the recorded learned flags
     sel = report.summary[report.summary["stage"] == "selection"].set_index("config_hash")
     d = data[data["stage"] == "selection"]

@@ -299,8 +299,9 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
         metrics = obj.tune_metrics(stats, space.objective)
         if race and not state["raced"]:
             incumbent = store.incumbent(n_full)
+            prior = store.family_prior(chash, stage) if space.racing.enabled else None
             state["raced"] = obj.race_decision(stats["deltas"], n_full, incumbent, space.racing,
-                                               space.objective.interval)
+                                               space.objective.interval, prior=prior)
         if report is not None and metrics is not None:
             done = len(recs) >= n_full or state["raced"] is not None
             report({**metrics, "runs_saved": (n_full - len(recs)) if state["raced"] else 0,
