@@ -1,4 +1,4 @@
-"""Operating characteristics of the verdict design, by simulation (vectorised over replications).
+"""Operating characteristics of the verdict designs, by simulation (vectorised over replications).
 
 One job: replay the settling procedure of ``analysis.verdict`` on many simulated configurations at
 once, so its error rates, power and seeds used can be measured (``tests/test_verdict_sim.py``,
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats as sps
 
 from . import sequential, shrinkage, sprt
 from .verdict import Design
@@ -156,6 +157,26 @@ def _look_verdicts(design: Design, looks, sx, sxx, d0, s0sq, D) -> dict:
         r = sprt.replay(np.asarray(looks), sx, sxx, design.delta, A, B, d0, s0sq)
         return {"code": r["code"], "ge_delta": r["ge_delta"]}
     return _first_crossing(*_decide(D, tuple(looks), design, d0, s0sq), looks)
+
+
+def fixed_family_verdicts(D: np.ndarray, design: Design, n: int) -> dict:
+    """The single-look design at ``n`` seeds, the whole alpha at once, on the moderated t of each
+    configuration's family prior at ``n`` (``D`` ``[R, G, H]``). Returns ``code`` ``[R, G]``."""
+    if not design.higher_is_better:
+        D = -D
+    R, G, _ = D.shape
+    X = D[:, :, :n]
+    m = X.mean(axis=2)
+    s2 = np.maximum(X.var(axis=2, ddof=1), 1e-300)
+    d0, s0sq, tot = shrinkage.family_priors_rows(s2, n - 1)
+    post, df = shrinkage.moderate_rows(s2, n - 1, d0, s0sq, tot[:, None])
+    se = np.sqrt(post / n)
+    c_eff, c_eq = sps.t.isf(design.a_effect, df), sps.t.isf(design.a_equiv, df)
+    helps, hurts = m - c_eff * se > 0, m + c_eff * se < 0
+    equiv = (m - c_eq * se > -design.delta) & (m + c_eq * se < design.delta) & ~helps & ~hurts
+    code = np.full((R, G), CODES["undecided"])
+    code[equiv], code[hurts], code[helps] = CODES["no effect"], CODES["hurts"], CODES["helps"]
+    return {"code": code}
 
 
 def fixed_verdicts(D: np.ndarray, design: Design, n: int) -> dict:
