@@ -131,8 +131,7 @@ _PATH_SEED = 20261202
 
 # Prior degrees of freedom (borrowed variance, analysis.shrinkage) are rounded down to this grid
 # before calibrating (fewer degrees of freedom: wider boundaries), so a few calibrations serve all.
-PRIOR_DF_GRID = (0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 15, 20, 25, 30, 40, 50, 70, 100, 150, 200, 300,
-                 500, 1000, math.inf)
+PRIOR_DF_GRID = (0, 1, 2, 3, 5, 8, 12, 18, 27, 40, 60, 100, 200, math.inf)
 
 
 def prior_df_step(d0: float) -> float:
