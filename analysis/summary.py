@@ -249,7 +249,7 @@ def _statement(fam: pd.DataFrame, stage: str, task, options: ReportOptions) -> s
 
 VERDICT_COLUMNS = ("verdict", "verdict_ge_delta", "verdict_label", "verdict_n", "verdict_lo",
                    "verdict_hi", "verdict_basis", "seeds_to_decide", "would_decide", "verdict_note",
-                   "looks")
+                   "looks", "verdict_design", "verdict_prior_df", "estimate", "est_lo", "est_hi")
 
 
 def _noop_rows(excluded: pd.DataFrame, dcol: str, keys: list[str], options: ReportOptions):
@@ -308,7 +308,7 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
                                 horizon=max(horizon, verdict.MIN_SEEDS),
                                 higher_is_better=options.metric != "loss", selected_from=selected_from,
                                 kind=options.design)
-        v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]), prior=r["_prior"])
+        v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]), prior=r["_prior"], estimate=True)
         v.basis = basis
         out.append(v)
     res = pd.DataFrame({
@@ -324,8 +324,11 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
         "looks": [list(v.looks) for v in out],
         "verdict_design": [v.design for v in out],
         "verdict_prior_df": [v.prior_df for v in out],
+        "estimate": [v.estimate for v in out],      # stopping-aware (analysis.stopped), settled only
+        "est_lo": [v.est_lo for v in out], "est_hi": [v.est_hi for v in out],
     }, index=summary.index)
-    for c in ("verdict_lo", "verdict_hi", "seeds_to_decide", "would_decide", "verdict_prior_df"):
+    for c in ("verdict_lo", "verdict_hi", "seeds_to_decide", "would_decide", "verdict_prior_df",
+              "estimate", "est_lo", "est_hi"):
         res[c] = res[c].astype(object).where(res[c].notna(), None)
     res["_verdict"] = out
     return res
