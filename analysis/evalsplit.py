@@ -161,14 +161,17 @@ def _finish(S: int, N: int, total: float, eval_var: float, floor_var: float, k: 
 
 def advice(s: Split) -> str:
     """The plain-words line: which is cheaper to shrink."""
-    what = "at most " if s.bound else ""
-    head = (f"eval sampling is {what}{s.eval_sd:.3g} of the {s.spread:.3g} spread "
-            f"({what}{100 * s.eval_share:.0f}% of its variance), training trajectory "
-            f"{'at least ' if s.bound else ''}{s.trajectory_sd:.3g}")
     if s.seeds_for_same is None:
         more = "no number of seeds would do the same (the fixed eval items are the floor)"
     else:
         m = math.ceil(s.seeds_for_same - 1e-9)
         more = f"it would take {m} more seed(s) to do the same" if m else "as one more seed would"
-    return (f"{head}: {s.k}x more eval items would cut the spread to {s.spread_k:.3g} "
-            f"(standard error {s.se_now:.3g} -> {s.se_k:.3g}); {more}")
+    cut = (f"{s.k}x more eval items would cut the spread to {s.spread_k:.3g} (standard error "
+           f"{s.se_now:.3g} -> {s.se_k:.3g}); {more}")
+    if s.bound:
+        return (f"eval sampling ({s.n_items} items per run) could account for up to {s.eval_sd:.3g} "
+                f"of the {s.spread:.3g} spread ({100 * s.eval_share:.0f}% of its variance); if it "
+                f"does, {cut}")
+    return (f"eval sampling is {s.eval_sd:.3g} of the {s.spread:.3g} spread "
+            f"({100 * s.eval_share:.0f}% of its variance), training trajectory "
+            f"{s.trajectory_sd:.3g}: {cut}")

@@ -44,7 +44,10 @@ COLUMNS = (
 # belongs to and its design's seed horizon: the looks a verdict replays, analysis.verdict).
 EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pruned", "settle_round",
                  "settle_horizon", "config_json",
-                 "format")
+                 "format",
+                 # per-item eval outcomes of each run (analysis.evalsplit form) and the eval items
+                 # per run where a file states them (the variance split)
+                 "base_items", "fs_items", "eval_n")
 
 # Plain tables: accepted column names (lower-cased) for each normalised column.
 COLUMN_ALIASES = {
@@ -305,7 +308,11 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             "fs_learned": (fs or {}).get("learned") if isinstance(fs, dict) else None,
             "config_json": json.dumps(rec.get("config") or {}, sort_keys=True),
             "settle_round": _settle(rec, "round"), "settle_horizon": _settle(rec, "horizon"),
+            "base_items": (base or {}).get("eval_items") if isinstance(base, dict) else None,
+            "fs_items": (fs or {}).get("eval_items") if isinstance(fs, dict) else None,
         }
+        if isinstance(row["base_items"], dict) and isinstance(row["base_items"].get("n"), int):
+            row["eval_n"] = row["base_items"]["n"]
         for short, key in (("acc", "token_acc"), ("loss", "loss"), ("seq", "seq_acc")):
             b, f = _run_metric(base, key), _run_metric(fs, key)
             row[f"base_{short}"], row[f"fs_{short}"], row[f"d_{short}"] = b, f, f - b
@@ -535,7 +542,8 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Loaded:
     for c in (*COLUMNS, *EXTRA_COLUMNS):
         if c not in df.columns:
             df[c] = None if c in ("base_learned", "fs_learned", "trial_id", "failure", "pruned",
-                                  "config_json", "format", "learned_metric") else (math.nan if c not in
+                                  "config_json", "format", "learned_metric", "base_items",
+                                  "fs_items") else (math.nan if c not in
                                   ("source", "task", "config", "config_hash", "stage", "status")
                                   else "")
     out.df = df[[*COLUMNS, *EXTRA_COLUMNS]].reset_index(drop=True)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bimodal, multiplicity, shrinkage, stats, verdict
+from . import bimodal, evalsplit, multiplicity, shrinkage, stats, verdict
 from .errors import AnalysisInputError
 from .loaders import Loaded
 
@@ -381,6 +381,38 @@ def _borrowed(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
     return out
 
 
+SPLIT_COLUMNS = ("split_eval_sd", "split_trajectory_sd", "split_eval_share", "split_bound", "split_advice")
+
+
+def _splits(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], options: ReportOptions) -> pd.DataFrame:
+    """The variance split of each configuration's token-accuracy delta (``analysis.evalsplit``):
+    from its seeds' per-item outcomes when every seed has them, else a bound from the eval size a
+    file states; None for other metrics and where neither is known."""
+    out = pd.DataFrame({c: [None] * len(summary) for c in SPLIT_COLUMNS}, index=summary.index, dtype=object)
+    if options.metric != "acc":
+        return out
+    groups = {k if isinstance(k, tuple) else (k,): g for k, g in data.groupby(keys, sort=False, dropna=False)}
+    for i, r in summary.iterrows():
+        g = groups.get(tuple(r[k] for k in keys))
+        if g is None or len(g) < 2 or bool(r["noop"]):
+            continue
+        try:
+            if g["base_items"].map(lambda x: isinstance(x, dict)).all() and \
+                    g["fs_items"].map(lambda x: isinstance(x, dict)).all():
+                sp = evalsplit.split_from_items([(evalsplit.decode_items(b), evalsplit.decode_items(f))
+                                                 for b, f in zip(g["base_items"], g["fs_items"])])
+            elif pd.to_numeric(g["eval_n"], errors="coerce").notna().all():
+                sp = evalsplit.split_bound(g["d_acc"].to_numpy(float), float(g["base_acc"].mean()),
+                                           float(g["fs_acc"].mean()), int(pd.to_numeric(g["eval_n"]).min()))
+            else:
+                continue
+        except AnalysisInputError as exc:
+            out.loc[i, "split_advice"] = f"no split: {exc}"
+            continue
+        out.loc[i, SPLIT_COLUMNS] = [sp.eval_sd, sp.trajectory_sd, sp.eval_share, sp.bound, sp.advice]
+    return out
+
+
 def _reused_confirmations(data: pd.DataFrame) -> set:
     if "config_hash" not in data.columns:
         return set()
@@ -476,7 +508,7 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     borrowed = _borrowed(summary, data, keys, options)
     if "ci_lo" in borrowed.columns:
         summary["ci_lo"], summary["ci_hi"] = borrowed.pop("ci_lo"), borrowed.pop("ci_hi")
-    summary = pd.concat([summary, borrowed], axis=1)
+    summary = pd.concat([summary, borrowed, _splits(summary, data, keys, options)], axis=1)
     summary = pd.concat([summary, _verdicts(summary, data, keys, options)], axis=1)
     summary = _sort(summary, options)
     families = _family_adjust(summary, options)
