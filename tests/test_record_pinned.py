@@ -18,6 +18,8 @@ from pathlib import Path
 from fsray.fsconfig import FSConfig
 import torch
 
+from analysis.evalsplit import decode_items
+
 from fsray.spec import TrainSpec
 from fsray.trainer import initial_model, make_record, run_mode, task_data
 
@@ -57,6 +59,10 @@ def test_fixed_seed_paired_record_is_unchanged():
     got = {k: v for k, v in rec.items() if k not in RUN_TIME_FIELDS}
     for side in ("baseline", "fs"):
         got[side] = {k: v for k, v in got[side].items() if k not in BYTE_FIELDS}
+        # Per-item eval outcomes (added after the fixture; argmax ties could flip on another CPU):
+        # checked against the pinned token accuracy, not pinned as bytes.
+        tokens, correct = decode_items(got[side].pop("eval_items"))
+        assert math.isclose(correct.sum() / tokens.sum(), got[side]["token_acc"], abs_tol=1e-12)
     pinned = json.loads(PINNED.read_text())
     for side in ("baseline", "fs"):
         pinned[side] = {k: v for k, v in pinned[side].items() if k not in BYTE_FIELDS}
