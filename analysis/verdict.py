@@ -602,7 +602,8 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
                 total_budget: int | None = None, noop: Iterable[str] = (),
                 selected_from: int = 1, higher_is_better: bool = True,
                 what: str = "this task", design: str = DEFAULT_DESIGN,
-                priors: Mapping[str, Prior] | None = None, borrow: bool = True) -> SettlePlan:
+                priors: Mapping[str, Prior] | None = None, borrow: bool = True,
+                estimate: bool = True) -> SettlePlan:
     """Verdicts now and the next round: ``plan.round()`` maps each undecided configuration with
     budget left to the seeds to run next (``round_size``, at least enough for a first look of
     ``MIN_SEEDS``, capped by ``max_seeds_per_config``). With ``total_budget`` (seeds left in all),
@@ -612,7 +613,8 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
     ``design``: "sprt" (default) or "spending". Borrowed variance: the configurations of one plan
     are one family (one task, model, budget, metric, stage); with ``borrow`` each gets the prior
     ``analysis.shrinkage.family_priors`` fits from the others (no-ops left out), unless
-    ``priors`` gives them; a family too small to fit one judges each on its own variance."""
+    ``priors`` gives them; a family too small to fit one judges each on its own variance.
+    ``estimate``: each settled configuration's stopping-aware estimate (``analysis.stopped``)."""
     if isinstance(round_size, bool) or int(round_size) != round_size or round_size < 1:
         raise AnalysisInputError(f"round_size must be a positive integer, got {round_size!r}")
     if total_budget is not None and (int(total_budget) != total_budget or total_budget < 0):
@@ -626,7 +628,8 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
     priors = priors or {}
     out: dict[str, Verdict] = {}
     for name, deltas in deltas_by_config.items():
-        v = verdict(deltas, design, looks_by_config.get(name), noop=name in noop, prior=priors.get(name))
+        v = verdict(deltas, design, looks_by_config.get(name), noop=name in noop, prior=priors.get(name),
+                    estimate=estimate)
         if v.verdict == "undecided":
             left = design.horizon - v.n
             if left > 0:
