@@ -47,7 +47,8 @@ EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pru
                  "format",
                  # per-item eval outcomes of each run (analysis.evalsplit form) and the eval items
                  # per run where a file states them (the variance split)
-                 "base_items", "fs_items", "eval_n")
+                 "base_items", "fs_items", "eval_n",
+                 "settle_design")   # the design a settling search ran (sprt | spending)
 
 # Plain tables: accepted column names (lower-cased) for each normalised column.
 COLUMN_ALIASES = {
@@ -308,6 +309,7 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             "fs_learned": (fs or {}).get("learned") if isinstance(fs, dict) else None,
             "config_json": json.dumps(rec.get("config") or {}, sort_keys=True),
             "settle_round": _settle(rec, "round"), "settle_horizon": _settle(rec, "horizon"),
+            "settle_design": (rec.get("settle") or {}).get("design") if isinstance(rec.get("settle"), dict) else None,
             "base_items": (base or {}).get("eval_items") if isinstance(base, dict) else None,
             "fs_items": (fs or {}).get("eval_items") if isinstance(fs, dict) else None,
         }
@@ -543,7 +545,7 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Loaded:
         if c not in df.columns:
             df[c] = None if c in ("base_learned", "fs_learned", "trial_id", "failure", "pruned",
                                   "config_json", "format", "learned_metric", "base_items",
-                                  "fs_items") else (math.nan if c not in
+                                  "fs_items", "settle_design") else (math.nan if c not in
                                   ("source", "task", "config", "config_hash", "stage", "status")
                                   else "")
     out.df = df[[*COLUMNS, *EXTRA_COLUMNS]].reset_index(drop=True)

@@ -292,7 +292,7 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
                 selected_from = max(int(k_of.get(sel_key, 1)), 1)
                 basis = (f"Bonferroni over {selected_from} (confirmation reuses selection seeds)"
                          if selected_from > 1 else "reuses selection seeds")
-        horizon = options.horizon
+        horizon, kind = options.horizon, options.design
         deltas, looks = [], None
         if g is not None:
             rounds = pd.to_numeric(g["settle_round"], errors="coerce")
@@ -304,10 +304,12 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
             hz = pd.to_numeric(g["settle_horizon"], errors="coerce").dropna()
             if len(hz):
                 horizon = int(hz.max())
+            ran = [x for x in g["settle_design"] if x in verdict.DESIGNS]
+            kind = ran[0] if ran else options.design   # replay the design a settling ran
         design = verdict.Design(delta=options.delta, alpha=level_alpha,
                                 horizon=max(horizon, verdict.MIN_SEEDS),
                                 higher_is_better=options.metric != "loss", selected_from=selected_from,
-                                kind=options.design)
+                                kind=kind)
         v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]), prior=r["_prior"], estimate=True)
         v.basis = basis
         out.append(v)
