@@ -15,12 +15,27 @@ higher accuracy or a lower loss):
   no-op configuration gives -- or the configuration is known to be one (status "noop" records):
   A/A evidence, never a winner.
 
-Error rates hold over all looks. Each configuration is a group-sequential design
-(``analysis.sequential``): a look at ``n_k`` seeds may spend ``alpha * (n_k / horizon) ** rho`` of
-the error of each one-sided test, so "helps" or "hurts" is said wrongly at most alpha of the time
-(alpha / 2 each way) when FS does nothing, and "no effect" at most alpha of the time when the true
-effect is exactly +-delta, however many looks (rounds) are taken up to the horizon. A look is a
-verdict computed at a seed count fixed without seeing the deltas (after each settling round).
+Error rates hold over all looks, by either of two sequential designs (``Design.kind``):
+
+* ``"sprt"`` (the default since issue 20): a truncated sequential probability ratio test
+  (``analysis.sprt``): "helps" when the seeds favour a mean of +delta over 0 by the calibrated
+  threshold, "hurts" likewise for -delta, "no effect" when they favour 0 over both; wrong "helps" or
+  "hurts" at most alpha / 2 each when FS does nothing, wrong "no effect" at most alpha when the
+  effect is exactly +-delta, for looks at any seed counts up to the horizon. ``lo``/``hi`` are the
+  (moderated) t interval at the deciding look; the stopping-aware estimate is ``estimate`` /
+  ``est_lo`` / ``est_hi`` (``analysis.stopped``, with ``estimate=True``);
+* ``"spending"`` (fsray before issue 20): a group-sequential design (``analysis.sequential``): a look
+  at ``n_k`` seeds may spend ``alpha * (n_k / horizon) ** rho`` of the error of each one-sided test,
+  and the verdicts read the repeated intervals (``lo``/``hi``: 1 - alpha, ``eq_lo``/``eq_hi``:
+  1 - 2 alpha).
+
+A look is a verdict computed at a seed count fixed without seeing the deltas (after each settling
+round). Borrowed variance: with a ``prior`` (``analysis.shrinkage.family_priors``: the family's
+variance prior, fitted from the other configurations of one task, model, budget, metric and stage)
+the variance at every look is moderated and gains the prior's degrees of freedom (``prior_df``,
+``variance = "borrowed"``); without one (or a family too small) each configuration is judged on its
+own variance, as before. The prior applies to every look a verdict replays (it is the family's
+prior now, not the one of each earlier round).
 
 Selection. A configuration picked by a search as the best of K is measured too high on the seeds
 that picked it. Its "helps" must rest on fresh seeds (records of stage "confirmation", the settling
