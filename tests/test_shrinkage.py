@@ -136,3 +136,23 @@ def test_width_at_three_seeds_in_a_homogeneous_family_of_ten(capsys):
     # the cap at the family's 20 df (t_20 = 2.09) leaves at most 1.83x.
     assert fixed_ratio > 1.5
     assert rep_ratio > 3.0
+
+
+def test_racing_with_a_family_prior_keeps_its_error_and_stops_sooner():
+    """Racing (fsray.search.objective.race_decision) with the family prior: a candidate whose true
+    mean equals the incumbent's bound is raced out at most (1 - level) / 2 of the time over its
+    looks; a clearly worse one is stopped at its first look, where its own 2 df cannot."""
+    from fsray.search.objective import race_decision
+    from fsray.search.space import RacingSection
+
+    racing = RacingSection(enabled=True, min_seeds=3, level=0.9)
+    prior = sh.Prior(d0=40.0, s0sq=0.05 ** 2, n_configs=10, df_total=400.0)
+    rng = np.random.default_rng(17)
+    n_planned, reps = 8, 1500
+    d = rng.normal(0.0, 0.05, (reps, n_planned))
+    stopped = sum(any(race_decision(list(row[:n]), n_planned, 0.0, racing, prior=prior)
+                      for n in range(3, n_planned)) for row in d)
+    assert stopped / reps <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / reps)
+    worse = [-0.15, -0.02, -0.10]
+    assert race_decision(worse, n_planned, 0.0, racing) is None
+    assert race_decision(worse, n_planned, 0.0, racing, prior=prior) is not None
