@@ -511,10 +511,13 @@ def test_fsray_report_on_the_shipped_example(monkeypatch, capsys):
 
 def test_verdicts_on_the_researchers_files(upstream_dir):
     """Legacy import: every block gets a verdict; at 3-5 seeds the researchers' blocks are
-    undecided (punctuation R29: 5/5 positive, 3 more seeds would say helps) or no-op."""
+    undecided (punctuation R29: 5/5 positive, 3 more seeds would say helps) or no-op, except the
+    two sudoku 4x4 blocks whose 3 deltas lie within +-0.005 at a spread of 0.001-0.0015: the
+    SPRT rules out an effect of 0.01 there (the alpha spending could not at 3 seeds)."""
     rep = build(load(upstream_dir), ReportOptions(n_resamples=200))
     s = rep.summary
-    assert s["verdict"].notna().all() and set(s["verdict"]) <= {"undecided", "no-op"}
+    assert s["verdict"].notna().all() and set(s["verdict"]) <= {"undecided", "no-op", "no effect"}
+    assert set(s.loc[s["verdict"] == "no effect", "task"]) == {"sudoku4/prefix", "sudoku4/suffix"}
     punc = s[(s["task"] == "punc_restore") & (s["config"] == "head_l8 bsz=2")].iloc[0]
     assert (punc["n"], punc["verdict"], punc["would_decide"]) == (5, "undecided", "helps")
     assert punc["seeds_to_decide"] == 3
