@@ -5,7 +5,12 @@
 p-values of ``analysis.multiplicity`` (family = the configurations of one stage and task), the
 winner's-curse flag, the breakthrough split of ``analysis.bimodal`` where runs say whether they
 learned, and the verdict of ``analysis.verdict`` (helps / hurts / no effect / undecided / no-op, with
-the seeds that would decide it) plus one family statement per stage and task. Rendering lives in
+the seeds that would decide it) plus one family statement per stage and task. Issue 20 adds, per
+configuration: borrowed variance (``analysis.shrinkage``: the interval ``ci_lo``/``ci_hi`` and
+``t_p`` are the moderated t of the family prior where one applies, ``own_ci_lo``/``own_ci_hi`` the
+configuration's own; ``variance``, ``prior_df``), the stopping-aware estimate of settled
+configurations (``estimate``, ``est_lo``, ``est_hi``) and the variance split of the token-accuracy
+delta (``split_*``, ``analysis.evalsplit``). Rendering lives in
 ``analysis.renderers``; ``analysis.report`` gathers both. No statistic is computed here: this module
 groups, joins and orders.
 
