@@ -78,6 +78,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-seeds", type=int, default=None, metavar="N",
                         help="seeds per configuration the sequential design of the verdicts may "
                              "reach (default 20; records of a settling search carry their own)")
+    parser.add_argument("--design", choices=("sprt", "spending"), default="sprt",
+                        help="sequential design the verdicts replay: the truncated SPRT (default) or "
+                             "the alpha spending of fsray before issue 20")
+    parser.add_argument("--own-variance", action="store_true",
+                        help="judge every configuration on its own variance (no borrowed family prior)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
                             interval=args.interval, level=args.level, effect=args.effect,
                             learned_above=args.learned_above,
                             delta=DEFAULT_DELTA if args.delta is None else args.delta,
-                            horizon=DEFAULT_HORIZON if args.max_seeds is None else args.max_seeds)
+                            horizon=DEFAULT_HORIZON if args.max_seeds is None else args.max_seeds,
+                            design=args.design, borrow=not args.own_variance)
     loaded = load(_fetched(args.paths))
     try:
         report = build(loaded, options)

@@ -111,6 +111,14 @@ def _row(source: str, line: int, task: str, config: str, config_obj: Any, stage:
     return row
 
 
+def _eval_items(filt: dict | None) -> float:
+    """Eval examples per run where the filter line states them (val_batches x bsz), else NaN."""
+    try:
+        return float(int(filt["val_batches"]) * int(filt["bsz"]))
+    except (TypeError, KeyError, ValueError):
+        return math.nan
+
+
 def _experiment_name(path: Path) -> str:
     """``_summary_hotpot_qafter_stabilized_r4_s012.txt`` -> ``hotpot_qafter_stabilized_r4``: the seed
     suffix names which seeds ran, not what ran, so files of one experiment share a configuration."""
@@ -270,7 +278,7 @@ def _parse_paired_blocks(path: Path, text: str, out: LegacyFile) -> None:
         seed = int(_SEED_LINE.match(ln)["seed"])
         task = base_task if block.label == "all" else f"{base_task} {block.label}"
         cfg_obj = {"legacy": name, "block": block.label, "filter": filt}
-        row = _row(src, i, task, cfg_label, cfg_obj, "import", seed, base, fs)
+        row = _row(src, i, task, cfg_label, cfg_obj, "import", seed, base, fs, eval_n=_eval_items(filt))
         if "loss" in printed:
             row["d_loss"] = printed["loss"]
         for key in ("acc", "seq"):

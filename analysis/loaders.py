@@ -48,7 +48,11 @@ COLUMNS = (
 # analysis.contrast.
 EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pruned", "settle_round",
                  "settle_horizon", "config_json",
-                 "format", "task_options_json", "init_hash", "legacy_config")
+                 "format", "task_options_json", "init_hash", "legacy_config",
+                 # per-item eval outcomes of each run (analysis.evalsplit form) and the eval items
+                 # per run where a file states them (the variance split)
+                 "base_items", "fs_items", "eval_n",
+                 "settle_design")   # the design a settling search ran (sprt | spending)
 
 # Plain tables: accepted column names (lower-cased) for each normalised column.
 COLUMN_ALIASES = {
@@ -300,7 +304,12 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
             "task_options_json": (json.dumps(rec["task_options"], sort_keys=True, default=str)
                                   if isinstance(rec.get("task_options"), dict) else None),
             "init_hash": _init_hash(base, fs),
+            "settle_design": (rec.get("settle") or {}).get("design") if isinstance(rec.get("settle"), dict) else None,
+            "base_items": (base or {}).get("eval_items") if isinstance(base, dict) else None,
+            "fs_items": (fs or {}).get("eval_items") if isinstance(fs, dict) else None,
         }
+        if isinstance(row["base_items"], dict) and isinstance(row["base_items"].get("n"), int):
+            row["eval_n"] = row["base_items"]["n"]
         for key, short in METRIC_SHORT.items():
             d = paired_delta(rec, key)
             row[f"base_{short}"], row[f"fs_{short}"] = _run_metric(base, key), _run_metric(fs, key)
@@ -530,7 +539,8 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Loaded:
         if c not in df.columns:
             df[c] = None if c in ("base_learned", "fs_learned", "trial_id", "failure", "pruned",
                                   "config_json", "format", "learned_metric", "task_options_json",
-                                  "init_hash", "legacy_config") else (math.nan if c not in
+                                  "init_hash", "legacy_config", "base_items", "fs_items",
+                                  "settle_design") else (math.nan if c not in
                                   ("source", "task", "config", "config_hash", "stage", "status")
                                   else "")
     out.df = df[[*COLUMNS, *EXTRA_COLUMNS]].reset_index(drop=True)

@@ -180,14 +180,26 @@ def _legend_lines(report: Report) -> list[str]:
         lines.append("breakthrough: pairs where only FS / only no_fs learned, McNemar exact p, "
                      "change in breakthrough rate [Newcombe interval]; 'given both learned': the "
                      "delta among pairs where both runs learned (quality given breakthrough)")
-    lines.append(
-        f"verdict: helps / hurts when the repeated {lvl}% interval excludes 0 (≥{o.delta:g}: it also "
-        f"excludes ±{o.delta:g}); 'no effect ≥{o.delta:g}': the repeated {100 - 2 * (100 - lvl)}% "
-        f"interval lies inside (-{o.delta:g}, +{o.delta:g}); error rates hold over every look of a "
-        f"sequential design of up to {o.horizon} seeds per configuration (alpha spending); "
-        "'undecided (+k)': k more seeds would decide at the current estimate ('!': beyond the "
-        "horizon); a 'helps' rests on fresh seeds (confirmation) or is Bonferroni-corrected over "
-        "the configurations a search stage chose from (selection)")
+    lines += issue20_lines(report)
+    if o.design == "sprt":
+        lines.append(
+            f"verdict: a sequential probability ratio test per configuration: 'helps' / 'hurts' when "
+            f"the seeds favour an effect of +{o.delta:g} / -{o.delta:g} over none (≥{o.delta:g}: and "
+            f"{2 * o.delta:g} over {o.delta:g}); 'no effect ≥{o.delta:g}' when they favour none over "
+            f"both; over every look of up to {o.horizon} seeds, 'helps' or 'hurts' is said wrongly at "
+            f"most {(100 - lvl) / 2:g}% of the time each when FS does nothing, 'no effect' at most "
+            f"{100 - lvl:g}% when the effect is ±{o.delta:g}; 'undecided (+k)': k more seeds would "
+            "decide at the current estimate ('!': beyond the horizon); a 'helps' rests on fresh seeds (confirmation) or is "
+            "Bonferroni-corrected over the configurations a search stage chose from (selection)")
+    else:
+        lines.append(
+            f"verdict: helps / hurts when the repeated {lvl}% interval excludes 0 (≥{o.delta:g}: it also "
+            f"excludes ±{o.delta:g}); 'no effect ≥{o.delta:g}': the repeated {100 - 2 * (100 - lvl)}% "
+            f"interval lies inside (-{o.delta:g}, +{o.delta:g}); error rates hold over every look of a "
+            f"sequential design of up to {o.horizon} seeds per configuration (alpha spending); "
+            "'undecided (+k)': k more seeds would decide at the current estimate ('!': beyond the "
+            "horizon); a 'helps' rests on fresh seeds (confirmation) or is Bonferroni-corrected over "
+            "the configurations a search stage chose from (selection)")
     return lines
 
 
@@ -230,6 +242,35 @@ _METHOD_TEXT = {
     "bca": "BCa bootstrap interval of the mean (undercovers at small n; prefer n >= 10)",
     "percentile": "percentile bootstrap interval (undercovers badly at n = 3-5)",
 }
+
+
+def issue20_lines(report: Report) -> list[str]:
+    """Borrowed variance, stopping-aware estimates and the variance split, in plain words."""
+    sm, out = report.summary, []
+    if "variance" in sm.columns:
+        b = sm[sm["variance"] == "borrowed"]
+        if len(b):
+            df = [float(x) for x in b["prior_df"] if x is not None]
+            out.append(f"borrowed variance: {len(b)} of {len(sm)} configuration(s) share a variance prior "
+                       f"with the rest of their stage and task (+{min(df):.0f} to +{max(df):.0f} degrees of "
+                       "freedom): their interval and t p-value are moderated t; each one's own interval "
+                       "is kept (own_ci_lo / own_ci_hi in csv / json)")
+        else:
+            out.append("borrowed variance: none (a family needs 4 or more configurations with a spread)")
+    if "estimate" in sm.columns:
+        for _, r in sm[sm["estimate"].notna()].iterrows():
+            name = " / ".join(str(r[c]) for c in report.shown if c != "stage") or "all"
+            out.append(f"stopped: {name} [{r['stage']}]: mean {fmt(r['mean'], '+.4f')}; allowing for "
+                       f"when it stopped {fmt(r['estimate'], '+.4f')} [{fmt(r['est_lo'], '+.4f')}, "
+                       f"{fmt(r['est_hi'], '+.4f')}]")
+    if "split_advice" in sm.columns:
+        rows = sm[sm["split_advice"].notna()]
+        for _, r in rows.head(12).iterrows():
+            name = " / ".join(str(r[c]) for c in report.shown if c != "stage") or "all"
+            out.append(f"variance split: {name} [{r['stage']}]: {r['split_advice']}")
+        if len(rows) > 12:
+            out.append(f"variance split: {len(rows) - 12} more configuration(s) in csv / json (split_advice)")
+    return out
 
 
 def plan_lines(report: Report) -> list[str]:

@@ -37,7 +37,9 @@ RunResult::
      "best_step": int, "steps": int, "tokens": int, "seconds": float,
      "curve": [[step, token_acc, loss, seq_acc], ...],
      "learned": bool | null,                                  # metric above chance + margin
-     "cached": bool}                                          # baseline reused from the cache
+     "cached": bool,                                          # baseline reused from the cache
+     "eval_items": {"unit": "example", "n": int, "dtype": "u1" | "u2",   # optional: per eval
+                    "tokens": base64, "correct": base64}}    # example at that eval (analysis.evalsplit)
 
 Paired deltas are always ``fs - baseline``: d_acc (token accuracy), d_loss, d_seq.
 

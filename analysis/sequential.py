@@ -129,8 +129,29 @@ _PATHS = 1 << 20
 _PATH_SEED = 20261202
 
 
+# Prior degrees of freedom (borrowed variance, analysis.shrinkage) are rounded down to this grid
+# before calibrating (fewer degrees of freedom: wider boundaries), so a few calibrations serve all.
+PRIOR_DF_GRID = (0, 1, 2, 3, 5, 8, 12, 18, 27, 40, 60, 100, 200, math.inf)
+
+
+def prior_df_step(d0: float) -> float:
+    """``d0`` rounded down to ``PRIOR_DF_GRID``."""
+    if not d0 > 0:
+        return 0
+    return max(g for g in PRIOR_DF_GRID if g <= d0)
+
+
+def t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RHO,
+                 prior_df: float = 0) -> tuple[float, ...]:
+    """Critical values of the one-sample t statistic ``mean / (sd / sqrt(n))`` at ``looks``;
+    with ``prior_df`` (borrowed variance), of the moderated t, whose variance adds a prior worth
+    ``prior_df`` degrees of freedom (rounded down to ``PRIOR_DF_GRID``)."""
+    return _t_boundaries(tuple(looks), horizon, a, rho, prior_df_step(prior_df))
+
+
 @functools.lru_cache(maxsize=1024)
-def t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RHO) -> tuple[float, ...]:
+def _t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RHO,
+                  prior_df: float = 0) -> tuple[float, ...]:
     """Critical values of the one-sample t statistic ``mean / (sd / sqrt(n))`` at ``looks``.
 
     The first look that may spend is exact (the t quantile). Later looks are calibrated on the t
@@ -139,9 +160,13 @@ def t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RH
     value that the paths not yet crossed exceed with probability ``a(t_k) - a(t_{k-1})``. The t
     statistic's null distribution does not depend on the spread, so one calibration serves every
     configuration. The draws for look k depend on looks 1..k only: adding a look never moves an
-    earlier boundary (a verdict once reached stays reached).
+    earlier boundary (a verdict once reached stays reached). A prior of ``prior_df`` degrees of
+    freedom is, in the hierarchical model it comes from, a chi-square on ``prior_df`` degrees of
+    freedom independent of the seeds: drawn once per path and added to every look's sum of
+    squares (infinite: the variance is known).
     """
     looks = _check(looks, horizon, a, rho)
+    d0 = float(prior_df)
     out: list[float] = []
     rng = np.random.default_rng(_PATH_SEED)
     total = ss = alive = None
@@ -153,7 +178,7 @@ def t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RH
             if budget <= 1e-15:
                 out.append(math.inf)  # nothing to spend yet, nothing to carry
                 continue
-            out.append(float(stats.t.isf(budget, n - 1)))  # exact: nothing could cross before
+            out.append(float(stats.t.isf(budget, n - 1 + d0)))  # exact: nothing could cross before
             first, prev_n, prev_spent = (n, out[-1]), n, prev_spent + budget
             continue
         if total is None:
@@ -162,14 +187,15 @@ def t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RH
             n1, c1 = first
             total = rng.standard_normal(_PATHS) * math.sqrt(n1)
             ss = 2.0 * rng.standard_gamma((n1 - 1) / 2.0, _PATHS)
-            alive = _tstat(total, ss, n1) < c1
+            prior_ss = 2.0 * rng.standard_gamma(d0 / 2.0, _PATHS) if 0 < d0 < math.inf else 0.0
+            alive = _tstat(total, ss, n1, d0, prior_ss) < c1
         k = n - prev_n
         block = rng.standard_normal(_PATHS) * math.sqrt(k)
         within = 2.0 * rng.standard_gamma((k - 1) / 2.0, _PATHS) if k > 1 else 0.0
         # Pooled sum of squares of two groups: Q1 + Q2 + n1 n2 / (n1 + n2) (m1 - m2)^2.
         ss = ss + within + prev_n * k / n * (total / prev_n - block / k) ** 2
         total = total + block
-        tstat = _tstat(total, ss, n)
+        tstat = _tstat(total, ss, n, d0, prior_ss)
         if budget <= 1e-15:
             out.append(math.inf)
         else:
@@ -180,8 +206,10 @@ def t_boundaries(looks: tuple[int, ...], horizon: int, a: float, rho: float = RH
     return tuple(out)
 
 
-def _tstat(total: np.ndarray, ss: np.ndarray, n: int) -> np.ndarray:
-    return (total / n) / np.sqrt(ss / (n - 1) / n)
+def _tstat(total: np.ndarray, ss: np.ndarray, n: int, d0: float = 0, prior_ss=0.0) -> np.ndarray:
+    if math.isinf(d0):
+        return (total / n) * math.sqrt(n)
+    return (total / n) / np.sqrt((ss + prior_ss) / (n - 1 + d0) / n)
 
 
 def _upper_quantile(values: np.ndarray, need: float) -> float:
@@ -199,11 +227,12 @@ def _upper_quantile(values: np.ndarray, need: float) -> float:
 
 
 def t_boundaries_approx(looks: tuple[int, ...], horizon: int, a: float,
-                        rho: float = RHO) -> tuple[float, ...]:
+                        rho: float = RHO, prior_df: float = 0) -> tuple[float, ...]:
     """The t quantile at each look's normal-theory nominal p (Jennison & Turnbull 7.2): cheap, and
     ~10% generous in error at 3-20 seeds, so used only to *project* a plan, never for a verdict."""
     z = z_boundaries(tuple(looks), horizon, a, rho)
-    return tuple(math.inf if not math.isfinite(zk) else float(stats.t.isf(special.ndtr(-zk), n - 1))
+    d0 = prior_df_step(prior_df)
+    return tuple(math.inf if not math.isfinite(zk) else float(stats.t.isf(special.ndtr(-zk), n - 1 + d0))
                  for zk, n in zip(z, looks))
 
 

@@ -5,7 +5,12 @@
 p-values of ``analysis.multiplicity`` (family = the configurations of one stage and task), the
 winner's-curse flag, the breakthrough split of ``analysis.bimodal`` where runs say whether they
 learned, and the verdict of ``analysis.verdict`` (helps / hurts / no effect / undecided / no-op, with
-the seeds that would decide it) plus one family statement per stage and task. Rendering lives in
+the seeds that would decide it) plus one family statement per stage and task. Issue 20 adds, per
+configuration: borrowed variance (``analysis.shrinkage``: the interval ``ci_lo``/``ci_hi`` and
+``t_p`` are the moderated t of the family prior where one applies, ``own_ci_lo``/``own_ci_hi`` the
+configuration's own; ``variance``, ``prior_df``), the stopping-aware estimate of settled
+configurations (``estimate``, ``est_lo``, ``est_hi``) and the variance split of the token-accuracy
+delta (``split_*``, ``analysis.evalsplit``). Rendering lives in
 ``analysis.renderers``; ``analysis.report`` gathers both. No statistic is computed here: this module
 groups, joins and orders.
 
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import bimodal, multiplicity, stats, verdict
+from . import bimodal, evalsplit, multiplicity, shrinkage, stats, verdict
 from .errors import AnalysisInputError
 from .loaders import Loaded
 from .schema import METRIC_TEXT
@@ -60,6 +65,8 @@ class ReportOptions:
     max_plot_configs: int = 40
     delta: float = verdict.DEFAULT_DELTA  # smallest effect of interest of the verdicts
     horizon: int = verdict.DEFAULT_HORIZON  # seeds a configuration's sequential design may reach
+    design: str = verdict.DEFAULT_DESIGN  # sprt | spending: the settling design the verdicts replay
+    borrow: bool = True                   # borrowed variance: a variance prior per family
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
@@ -81,6 +88,8 @@ class ReportOptions:
             self.delta = verdict.check_delta(self.delta)
         except AnalysisInputError:
             raise AnalysisInputError(f"--delta must be a positive number, got {self.delta!r}") from None
+        if self.design not in verdict.DESIGNS:
+            raise AnalysisInputError(f"--design must be one of {verdict.DESIGNS}, got {self.design!r}")
         if (isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer))
                 or self.horizon < verdict.MIN_SEEDS):
             raise AnalysisInputError(f"--max-seeds must be an integer >= {verdict.MIN_SEEDS}, "
@@ -255,7 +264,7 @@ def _statement(fam: pd.DataFrame, stage: str, task, options: ReportOptions) -> s
 
 VERDICT_COLUMNS = ("verdict", "verdict_ge_delta", "verdict_label", "verdict_n", "verdict_lo",
                    "verdict_hi", "verdict_basis", "seeds_to_decide", "would_decide", "verdict_note",
-                   "looks")
+                   "looks", "verdict_design", "verdict_prior_df", "estimate", "est_lo", "est_hi")
 
 
 def _noop_rows(excluded: pd.DataFrame, dcol: str, keys: list[str], options: ReportOptions):
@@ -303,7 +312,7 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
                 selected_from = max(int(k_of.get(sel_key, 1)), 1)
                 basis = (f"Bonferroni over {selected_from} (confirmation reuses selection seeds)"
                          if selected_from > 1 else "reuses selection seeds")
-        horizon = options.horizon
+        horizon, kind = options.horizon, options.design
         deltas, looks = [], None
         if g is not None:
             rounds = pd.to_numeric(g["settle_round"], errors="coerce")
@@ -315,10 +324,13 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
             hz = pd.to_numeric(g["settle_horizon"], errors="coerce").dropna()
             if len(hz):
                 horizon = int(hz.max())
+            ran = [x for x in g["settle_design"] if x in verdict.DESIGNS]
+            kind = ran[0] if ran else options.design   # replay the design a settling ran
         design = verdict.Design(delta=options.delta, alpha=level_alpha,
                                 horizon=max(horizon, verdict.MIN_SEEDS),
-                                higher_is_better=options.metric != "loss", selected_from=selected_from)
-        v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]))
+                                higher_is_better=options.metric != "loss", selected_from=selected_from,
+                                kind=kind)
+        v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]), prior=r["_prior"], estimate=True)
         v.basis = basis
         out.append(v)
     res = pd.DataFrame({
@@ -332,11 +344,95 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
         "would_decide": [v.would_decide for v in out],
         "verdict_note": [v.note for v in out],
         "looks": [list(v.looks) for v in out],
+        "verdict_design": [v.design for v in out],
+        "verdict_prior_df": [v.prior_df for v in out],
+        "estimate": [v.estimate for v in out],      # stopping-aware (analysis.stopped), settled only
+        "est_lo": [v.est_lo for v in out], "est_hi": [v.est_hi for v in out],
     }, index=summary.index)
-    for c in ("verdict_lo", "verdict_hi", "seeds_to_decide", "would_decide"):
+    for c in ("verdict_lo", "verdict_hi", "seeds_to_decide", "would_decide", "verdict_prior_df",
+              "estimate", "est_lo", "est_hi"):
         res[c] = res[c].astype(object).where(res[c].notna(), None)
     res["_verdict"] = out
     return res
+
+
+BORROW_COLUMNS = ("variance", "prior_df", "prior_sd", "prior_configs", "ci_df", "own_ci_lo",
+                  "own_ci_hi", "t_p")
+
+
+def _borrowed(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
+              options: ReportOptions) -> pd.DataFrame:
+    """Borrowed variance per family (stage and task: one model, budget and metric within a
+    search): each configuration's prior (``shrinkage.family_priors``), its moderated t interval
+    (``ci_lo``/``ci_hi`` when the interval method is t; the configuration's own interval stays in
+    ``own_ci_lo``/``own_ci_hi``) and moderated t p-value ``t_p``. Columns ``BORROW_COLUMNS`` and
+    ``_prior`` (used by the verdicts)."""
+    dcol = f"d_{options.metric}"
+    groups = {k if isinstance(k, tuple) else (k,): pd.to_numeric(g[dcol], errors="coerce").dropna().to_numpy(float)
+              for k, g in data.groupby(keys, sort=False, dropna=False)}
+    fam_cols = ["stage", "task"] if "task" in summary.columns else ["stage"]
+    priors: dict = {}
+    for _, fam in summary.groupby(fam_cols, sort=False, dropna=False):
+        real = {i: groups.get(tuple(summary.loc[i, k] for k in keys), np.array([]))
+                for i in fam.index if not bool(summary.loc[i, "noop"])}
+        fitted = shrinkage.family_priors(real) if options.borrow else {}
+        for i in fam.index:
+            priors[i] = fitted.get(i, shrinkage.Prior.none())
+    rows = []
+    for i, r in summary.iterrows():
+        p = priors[i]
+        x = groups.get(tuple(r[k] for k in keys), np.array([]))
+        row = {"_prior": p, "variance": "own", "prior_df": None, "prior_sd": None,
+               "prior_configs": int(p.n_configs), "ci_df": None, "own_ci_lo": r["ci_lo"],
+               "own_ci_hi": r["ci_hi"], "t_p": None, "ci_lo": r["ci_lo"], "ci_hi": r["ci_hi"]}
+        if x.size >= 2 and not bool(r["noop"]):
+            lo, hi, df = shrinkage.moderated_interval(x, p, options.level)
+            row["ci_df"] = df
+            row["t_p"] = shrinkage.moderated_p(x, p)
+            if p.applies and p.prior_df(x.size - 1) > 0:
+                row.update(variance="borrowed", prior_df=float(p.prior_df(x.size - 1)),
+                           prior_sd=math.sqrt(p.s0sq))
+                if options.interval == "t":
+                    row["ci_lo"], row["ci_hi"] = lo, hi
+            elif p.outlier:
+                row["variance"] = "own (out of line with its family)"
+        rows.append(row)
+    out = pd.DataFrame(rows, index=summary.index)
+    for c in ("prior_df", "prior_sd", "ci_df", "t_p", "own_ci_lo", "own_ci_hi", "ci_lo", "ci_hi"):
+        out[c] = out[c].astype(object).where(out[c].notna(), None)
+    return out
+
+
+SPLIT_COLUMNS = ("split_eval_sd", "split_trajectory_sd", "split_eval_share", "split_bound", "split_advice")
+
+
+def _splits(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], options: ReportOptions) -> pd.DataFrame:
+    """The variance split of each configuration's token-accuracy delta (``analysis.evalsplit``):
+    from its seeds' per-item outcomes when every seed has them, else a bound from the eval size a
+    file states; None for other metrics and where neither is known."""
+    out = pd.DataFrame({c: [None] * len(summary) for c in SPLIT_COLUMNS}, index=summary.index, dtype=object)
+    if options.metric != "acc":
+        return out
+    groups = {k if isinstance(k, tuple) else (k,): g for k, g in data.groupby(keys, sort=False, dropna=False)}
+    for i, r in summary.iterrows():
+        g = groups.get(tuple(r[k] for k in keys))
+        if g is None or len(g) < 2 or bool(r["noop"]):
+            continue
+        try:
+            if g["base_items"].map(lambda x: isinstance(x, dict)).all() and \
+                    g["fs_items"].map(lambda x: isinstance(x, dict)).all():
+                sp = evalsplit.split_from_items([(evalsplit.decode_items(b), evalsplit.decode_items(f))
+                                                 for b, f in zip(g["base_items"], g["fs_items"])])
+            elif pd.to_numeric(g["eval_n"], errors="coerce").notna().all():
+                sp = evalsplit.split_bound(g["d_acc"].to_numpy(float), float(g["base_acc"].mean()),
+                                           float(g["fs_acc"].mean()), int(pd.to_numeric(g["eval_n"]).min()))
+            else:
+                continue
+        except AnalysisInputError as exc:
+            out.loc[i, "split_advice"] = f"no split: {exc}"
+            continue
+        out.loc[i, SPLIT_COLUMNS] = [sp.eval_sd, sp.trajectory_sd, sp.eval_share, sp.bound, sp.advice]
+    return out
 
 
 def _reused_confirmations(data: pd.DataFrame) -> set:
@@ -433,11 +529,15 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     # recorded as no-op (never trained): said once by the grouped record warning, not guessed at
     summary["_noop_recorded"] = summary["noop_status"].astype(bool)
     summary = summary.drop(columns=["noop_status"])
+    borrowed = _borrowed(summary, data, keys, options)
+    if "ci_lo" in borrowed.columns:
+        summary["ci_lo"], summary["ci_hi"] = borrowed.pop("ci_lo"), borrowed.pop("ci_hi")
+    summary = pd.concat([summary, borrowed, _splits(summary, data, keys, options)], axis=1)
     summary = pd.concat([summary, _verdicts(summary, data, keys, options)], axis=1)
     summary = _sort(summary, options)
     summary["config_id"] = _config_ids(summary, keys)
     families = _family_adjust(summary, options)
-    summary = summary.drop(columns=["_verdict"])
+    summary = summary.drop(columns=["_verdict", "_prior"])
 
     warnings = []
     # Single-seed configurations come in dozens from a one-seed search: one line per stage and task.

@@ -15,12 +15,27 @@ higher accuracy or a lower loss):
   no-op configuration gives -- or the configuration is known to be one (status "noop" records):
   A/A evidence, never a winner.
 
-Error rates hold over all looks. Each configuration is a group-sequential design
-(``analysis.sequential``): a look at ``n_k`` seeds may spend ``alpha * (n_k / horizon) ** rho`` of
-the error of each one-sided test, so "helps" or "hurts" is said wrongly at most alpha of the time
-(alpha / 2 each way) when FS does nothing, and "no effect" at most alpha of the time when the true
-effect is exactly +-delta, however many looks (rounds) are taken up to the horizon. A look is a
-verdict computed at a seed count fixed without seeing the deltas (after each settling round).
+Error rates hold over all looks, by either of two sequential designs (``Design.kind``):
+
+* ``"sprt"`` (the default since issue 20): a truncated sequential probability ratio test
+  (``analysis.sprt``): "helps" when the seeds favour a mean of +delta over 0 by the calibrated
+  threshold, "hurts" likewise for -delta, "no effect" when they favour 0 over both; wrong "helps" or
+  "hurts" at most alpha / 2 each when FS does nothing, wrong "no effect" at most alpha when the
+  effect is exactly +-delta, for looks at any seed counts up to the horizon. ``lo``/``hi`` are the
+  (moderated) t interval at the deciding look; the stopping-aware estimate is ``estimate`` /
+  ``est_lo`` / ``est_hi`` (``analysis.stopped``, with ``estimate=True``);
+* ``"spending"`` (fsray before issue 20): a group-sequential design (``analysis.sequential``): a look
+  at ``n_k`` seeds may spend ``alpha * (n_k / horizon) ** rho`` of the error of each one-sided test,
+  and the verdicts read the repeated intervals (``lo``/``hi``: 1 - alpha, ``eq_lo``/``eq_hi``:
+  1 - 2 alpha).
+
+A look is a verdict computed at a seed count fixed without seeing the deltas (after each settling
+round). Borrowed variance: with a ``prior`` (``analysis.shrinkage.family_priors``: the family's
+variance prior, fitted from the other configurations of one task, model, budget, metric and stage)
+the variance at every look is moderated and gains the prior's degrees of freedom (``prior_df``,
+``variance = "borrowed"``); without one (or a family too small) each configuration is judged on its
+own variance, as before. The prior applies to every look a verdict replays (it is the family's
+prior now, not the one of each earlier round).
 
 Selection. A configuration picked by a search as the best of K is measured too high on the seeds
 that picked it. Its "helps" must rest on fresh seeds (records of stage "confirmation", the settling
@@ -69,12 +84,17 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-from . import sequential
+from . import sequential, shrinkage, sprt
 from .errors import AnalysisInputError
 from .schema import paired_delta
 from .sequential import MIN_SEEDS, RHO
+from .shrinkage import Prior
 
 VERDICTS = ("helps", "hurts", "no effect", "undecided", "no-op")
+# Settling designs: the truncated generalized SPRT (analysis.sprt, the default) and the alpha
+# spending on t statistics it replaced (analysis.sequential).
+DESIGNS = ("sprt", "spending")
+DEFAULT_DESIGN = "sprt"
 # Default smallest effect of interest, in the metric's units (README "Verdicts" gives the reason).
 DEFAULT_DELTA = 0.01
 DEFAULT_HORIZON = 20
@@ -106,9 +126,12 @@ class Design:
     rho: float = RHO
     higher_is_better: bool = True     # False for loss: FS helps when the delta is negative
     selected_from: int = 1            # K > 1: Bonferroni over K candidates for helps / hurts
+    kind: str = DEFAULT_DESIGN        # "sprt" | "spending"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "delta", check_delta(self.delta))
+        if self.kind not in DESIGNS:
+            raise AnalysisInputError(f"the settling design must be one of {DESIGNS}, got {self.kind!r}")
         if not (0.0 < float(self.alpha) < 0.5):
             raise AnalysisInputError(f"alpha must lie in (0, 0.5), got {self.alpha}")
         if isinstance(self.horizon, bool) or int(self.horizon) != self.horizon or self.horizon < MIN_SEEDS:
@@ -132,6 +155,12 @@ class Design:
     def basis(self) -> str:
         return FRESH if self.selected_from == 1 else f"Bonferroni over {int(self.selected_from)}"
 
+    @property
+    def beta(self) -> float:
+        """The SPRT's error of "no effect" when the effect is exactly +-delta (the spending
+        design's equivalence error, alpha)."""
+        return self.a_equiv
+
 
 @dataclass
 class Verdict:
@@ -151,6 +180,13 @@ class Verdict:
     basis: str = FRESH
     note: str = ""
     seeds_to_add: int = 0             # in a settle plan: seeds to run in the next round
+    design: str = DEFAULT_DESIGN      # the design that judged it
+    prior_df: float | None = None     # borrowed variance: prior degrees of freedom (None: own)
+    variance: str = "own"             # "borrowed" (a family prior) or "own"
+    df: float | None = None           # degrees of freedom of the variance at that look
+    estimate: float | None = None     # stopping-aware (median-unbiased) estimate of the mean
+    est_lo: float | None = None       # ... and its 1 - alpha interval (analysis.stopped)
+    est_hi: float | None = None
 
     def label(self, delta: float | None = None) -> str:
         """Short printed form: helps (>= d), no effect (< d), undecided (+4), no-op (A/A)."""
@@ -233,17 +269,43 @@ def _eval_looks(n: int, looks: Iterable[int] | None) -> list[int]:
     return earlier
 
 
-def _moments(g: np.ndarray, k: int) -> tuple[float, float]:
-    x = g[:k]
-    return float(x.mean()), float(x.std(ddof=1)) if k > 1 else math.nan
-
-
 def verdict(deltas: Sequence[float], design: Design | None = None,
-            looks: Iterable[int] | None = None, noop: bool = False) -> Verdict:
+            looks: Iterable[int] | None = None, noop: bool = False,
+            prior: Prior | None = None, estimate: bool = False) -> Verdict:
     """The verdict of one configuration: its deltas in the order run, the seed counts of earlier
     looks (the current count is added as a look), ``noop`` for a configuration known to change
-    nothing."""
-    design = design or Design()
+    nothing, ``prior`` its family's variance prior (``analysis.shrinkage.family_priors``; None or
+    ``Prior.none()``: its own variance). ``estimate``: add the stopping-aware estimate and
+    interval (``analysis.stopped``) once settled (decided, or undecided at the horizon)."""
+    out = _verdict(deltas, design or Design(), looks, noop, prior)
+    if estimate and out.n >= MIN_SEEDS and out.verdict != "no-op" and (
+            out.verdict != "undecided" or out.n >= (design or Design()).horizon):
+        _add_estimate(out, np.asarray(list(deltas), dtype=float), design or Design(), prior)
+    return out
+
+
+def _add_estimate(out: Verdict, d: np.ndarray, design: Design, prior: Prior | None) -> None:
+    from . import stopped
+
+    sign = 1.0 if design.higher_is_better else -1.0
+    n_stop = out.decided_at or out.n
+    looks = [x for x in out.looks if x <= n_stop] or [n_stop]
+    d0, s0sq = prior_for(prior, n_stop)
+    m, var, _ = moderated_moments(sign * d, n_stop, d0, s0sq)
+    est = stopped.stopped_estimate(m, math.sqrt(var), looks, design, d0, s0sq)
+    if est is None or not all(math.isfinite(x) for x in est):
+        return
+    e, lo, hi = (sign * x for x in est)
+    lo, hi = sorted((lo, hi))
+    if d0 == 0 and design.kind == "sprt" and out.lo is not None and out.hi is not None:
+        # On its own variance the spread is uncertain, and an early stop goes with a small one:
+        # the simulated interval alone covers ~0.92; its hull with the plain t interval at the stop
+        # ~0.95 (measured in tests/test_stopped.py).
+        lo, hi = min(lo, out.lo), max(hi, out.hi)
+    out.estimate, out.est_lo, out.est_hi = e, lo, hi
+
+
+def _verdict(deltas, design: Design, looks, noop: bool, prior: Prior | None) -> Verdict:
     d = np.asarray(list(deltas), dtype=float)
     if d.ndim != 1 or not np.isfinite(d).all():
         raise AnalysisInputError("deltas must be finite numbers")
@@ -251,7 +313,7 @@ def verdict(deltas: Sequence[float], design: Design | None = None,
     sign = 1.0 if design.higher_is_better else -1.0
     g = sign * d  # oriented: > 0 means FS helps
     look_list = _eval_looks(n, looks)
-    out = Verdict(verdict="undecided", n=n, looks=look_list, basis=design.basis)
+    out = Verdict(verdict="undecided", n=n, looks=look_list, basis=design.basis, design=design.kind)
     if noop or (n >= 2 and np.all(d == 0.0)):  # an interval of exactly [0, 0]
         out.verdict = "no-op"
         out.mean, out.lo, out.hi, out.eq_lo, out.eq_hi = 0.0, 0.0, 0.0, 0.0, 0.0
@@ -262,13 +324,19 @@ def verdict(deltas: Sequence[float], design: Design | None = None,
         out.seeds_to_decide = MIN_SEEDS - n
         out.note = f"a look needs {MIN_SEEDS} seeds (a spread to judge the mean by)"
         return out
+    d0, s0sq = prior_for(prior, n)
+    if d0 > 0:
+        out.prior_df, out.variance = float(d0), "borrowed"
+    if design.kind == "sprt":
+        _verdict_sprt(out, g, design, d0, s0sq, sign)
+        return out
     lk = tuple(look_list)
-    c_eff = sequential.t_boundaries(lk, design.horizon, design.a_effect, design.rho)
-    c_eq = sequential.t_boundaries(lk, design.horizon, design.a_equiv, design.rho)
+    c_eff = sequential.t_boundaries(lk, design.horizon, design.a_effect, design.rho, prior_df=d0)
+    c_eq = sequential.t_boundaries(lk, design.horizon, design.a_equiv, design.rho, prior_df=d0)
     delta = design.delta
     for k, nk in enumerate(lk):
-        m, s = _moments(g, nk)
-        se = s / math.sqrt(nk)
+        m, var, df = moderated_moments(g, nk, d0, s0sq)
+        se = math.sqrt(var / nk)
         lo, hi = _interval(m, se, c_eff[k])
         elo, ehi = _interval(m, se, c_eq[k])
         dec = None
@@ -279,13 +347,97 @@ def verdict(deltas: Sequence[float], design: Design | None = None,
         elif elo > -delta and ehi < delta:
             dec, ge = "no effect", False
         _fill(out, sign, m, lo, hi, elo, ehi)
+        out.df = df
         if dec is not None:
             out.verdict, out.ge_delta, out.decided_at = dec, bool(ge), nk
             if nk < n:
                 out.note = f"decided at {nk} seeds; the {n - nk} seed(s) after that look do not change it"
             return out
-    _project(out, g, design)
+    _project(out, g, design, d0, s0sq)
     return out
+
+
+def prior_for(prior: Prior | None, n: int) -> tuple[float, float]:
+    """(prior degrees of freedom, s0^2) a configuration of ``n`` seeds is judged with: the
+    family's ``d0`` capped by its total degrees of freedom and rounded down to the grid the
+    boundaries are calibrated on (``sequential.PRIOR_DF_GRID``); (0, nan) without a prior."""
+    if prior is None or not prior.applies or n < 2:
+        return 0.0, math.nan
+    return float(sequential.prior_df_step(float(prior.prior_df(n - 1)))), float(prior.s0sq)
+
+
+def moderated_moments(g: np.ndarray, k: int, d0: float = 0.0, s0sq: float = math.nan):
+    """(mean, variance, df) of the first ``k`` deltas, the variance moderated by the prior."""
+    x = g[:k]
+    s2 = float(x.var(ddof=1)) if k > 1 else math.nan
+    if d0 > 0:
+        post, df = shrinkage.moderate_rows(s2, k - 1, d0, s0sq, math.inf)
+        return float(x.mean()), float(post), float(df)
+    return float(x.mean()), s2, float(k - 1)
+
+
+def _sprt_looks(out: Verdict, design: Design) -> list[int]:
+    return [x for x in out.looks if x <= design.horizon]
+
+
+def _verdict_sprt(out: Verdict, g: np.ndarray, design: Design, d0: float, s0sq: float,
+                  sign: float) -> None:
+    """The truncated SPRT (``analysis.sprt``) over the looks taken, up to the horizon. ``lo``/``hi``
+    are the (moderated) t interval at the deciding look, ``eq_lo``/``eq_hi`` its 1 - 2 alpha
+    version: the verdict rests on the likelihood ratio, the interval shows the spread. The
+    stopping-aware estimate is added by ``analysis.stopped`` once the configuration is settled."""
+    looks = _sprt_looks(out, design)
+    if not looks:
+        m, var, df = moderated_moments(g, g.size, d0, s0sq)
+        _fill_plain(out, sign, m, var, df, g.size, design)
+        out.note = f"beyond the {design.horizon}-seed horizon of the design: no look left"
+        return
+    A, B = sprt.thresholds(design.horizon, design.a_effect, design.beta, d0)
+    lk = np.asarray(looks)
+    sx, sxx = np.cumsum(g)[lk - 1], np.cumsum(g * g)[lk - 1]
+    r = sprt.replay(lk, sx[None], sxx[None], design.delta, A, B, d0, s0sq)
+    code, k = int(r["code"][0]), int(r["k"][0])
+    nk = looks[k]
+    m, var, df = moderated_moments(g, nk, d0, s0sq)
+    _fill_plain(out, sign, m, var, df, nk, design)
+    if code != sprt.CODES["undecided"]:
+        out.verdict = [v for v, c in sprt.CODES.items() if c == code][0]
+        out.ge_delta, out.decided_at = bool(r["ge_delta"][0]), nk
+        if nk < g.size:
+            out.note = f"decided at {nk} seeds; the {g.size - nk} seed(s) after that look do not change it"
+        return
+    _project_sprt(out, g, design, looks, sx, sxx, A, B, d0, s0sq)
+
+
+def _fill_plain(out: Verdict, sign: float, m: float, var: float, df: float, n: int,
+                design: Design) -> None:
+    se = math.sqrt(var / n)
+    c = float(sps.t.isf(design.a_effect, df))
+    ce = float(sps.t.isf(design.a_equiv, df))
+    _fill(out, sign, m, m - c * se, m + c * se, m - ce * se, m + ce * se)
+    out.df = df
+
+
+def _project_sprt(out: Verdict, g, design: Design, looks, sx, sxx, A, B, d0, s0sq) -> None:
+    """Seeds to add that would decide if the mean and spread stayed as they are: the first seed
+    count within the horizon at which the SPRT would cross, its history kept; beyond it, the
+    fixed-sample count (as the spending design projects)."""
+    n = g.size
+    m, s2 = float(g.mean()), float(g.var(ddof=1))
+    if not (s2 > 0):
+        out.note = "no spread: cannot project"
+        return
+    lk = list(looks)
+    for n2 in range(n + 1, design.horizon + 1):
+        r = sprt.replay(np.asarray(lk + [n2]), np.append(sx, n2 * m)[None],
+                        np.append(sxx, (n2 - 1) * s2 + n2 * m * m)[None], design.delta, A, B, d0, s0sq)
+        code = int(r["code"][0])
+        if code != sprt.CODES["undecided"] and int(r["k"][0]) == len(lk):
+            out.seeds_to_decide = n2 - n
+            out.would_decide = [v for v, c in sprt.CODES.items() if c == code][0]
+            return
+    _, var, _ = moderated_moments(g, n, d0, s0sq)
+    _beyond_horizon(out, m, math.sqrt(var), d0, design)
 
 
 def _interval(m: float, se: float, c: float) -> tuple[float, float]:
@@ -306,30 +458,41 @@ def _fill(out: Verdict, sign: float, m, lo, hi, elo, ehi) -> None:
     out.eq_lo, out.eq_hi = (a, b) if sign > 0 else (b, a)
 
 
-def _project(out: Verdict, g: np.ndarray, design: Design) -> None:
+def _project(out: Verdict, g: np.ndarray, design: Design, d0: float = 0.0,
+             s0sq: float = math.nan) -> None:
     """Seeds to add that would decide at the current mean and spread: the next look within the
     horizon whose (projected) boundary the estimate would cross; beyond the horizon, the fixed-
     sample count at full alpha (a lower bound on what a larger design would need)."""
     n = g.size
-    m, s = float(g.mean()), float(g.std(ddof=1))
+    m, var, _ = moderated_moments(g, n, d0, s0sq)
+    s = math.sqrt(var) if var >= 0 else math.nan
     delta = design.delta
     if not (s > 0):
         out.note = "no spread: cannot project"
         return
     looks = tuple(out.looks)
     for n2 in range(n + 1, design.horizon + 1):
-        c_eff = sequential.t_boundaries_approx(looks + (n2,), design.horizon, design.a_effect, design.rho)[-1]
-        c_eq = sequential.t_boundaries_approx(looks + (n2,), design.horizon, design.a_equiv, design.rho)[-1]
+        c_eff = sequential.t_boundaries_approx(looks + (n2,), design.horizon, design.a_effect,
+                                               design.rho, prior_df=d0)[-1]
+        c_eq = sequential.t_boundaries_approx(looks + (n2,), design.horizon, design.a_equiv,
+                                              design.rho, prior_df=d0)[-1]
         se = s / math.sqrt(n2)
         dec = _would(m, se, c_eff, c_eq, delta)
         if dec:
             out.seeds_to_decide, out.would_decide = n2 - n, dec
             return
-    # Beyond the horizon: the fixed-sample test at the whole alpha (both conditions are monotone
-    # in n: double, then bisect).
+    _beyond_horizon(out, m, s, d0, design)
+
+
+def _beyond_horizon(out: Verdict, m: float, s: float, d0: float, design: Design) -> None:
+    """Beyond the horizon: the fixed-sample test at the whole alpha (both conditions are monotone
+    in n: double, then bisect)."""
+    n = out.n
+    delta = design.delta
+
     def decides(n2: int) -> str | None:
-        return _would(m, s / math.sqrt(n2), float(sps.t.isf(design.a_effect, n2 - 1)),
-                      float(sps.t.isf(design.a_equiv, n2 - 1)), delta)
+        return _would(m, s / math.sqrt(n2), float(sps.t.isf(design.a_effect, n2 - 1 + d0)),
+                      float(sps.t.isf(design.a_equiv, n2 - 1 + d0)), delta)
 
     out.within_horizon = False
     lo = max(n, design.horizon)
@@ -454,23 +617,35 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
                 max_seeds_per_config: int = DEFAULT_HORIZON, round_size: int = DEFAULT_ROUND,
                 total_budget: int | None = None, noop: Iterable[str] = (),
                 selected_from: int = 1, higher_is_better: bool = True,
-                what: str = "this task") -> SettlePlan:
+                what: str = "this task", design: str = DEFAULT_DESIGN,
+                priors: Mapping[str, Prior] | None = None, borrow: bool = True,
+                estimate: bool = True) -> SettlePlan:
     """Verdicts now and the next round: ``plan.round()`` maps each undecided configuration with
     budget left to the seeds to run next (``round_size``, at least enough for a first look of
     ``MIN_SEEDS``, capped by ``max_seeds_per_config``). With ``total_budget`` (seeds left in all),
     the configurations closest to a verdict (fewest projected seeds) are served first.
-    ``max_seeds_per_config`` is also the design's horizon: keep it fixed across rounds."""
+    ``max_seeds_per_config`` is also the design's horizon: keep it fixed across rounds.
+
+    ``design``: "sprt" (default) or "spending". Borrowed variance: the configurations of one plan
+    are one family (one task, model, budget, metric, stage); with ``borrow`` each gets the prior
+    ``analysis.shrinkage.family_priors`` fits from the others (no-ops left out), unless
+    ``priors`` gives them; a family too small to fit one judges each on its own variance.
+    ``estimate``: each settled configuration's stopping-aware estimate (``analysis.stopped``)."""
     if isinstance(round_size, bool) or int(round_size) != round_size or round_size < 1:
         raise AnalysisInputError(f"round_size must be a positive integer, got {round_size!r}")
     if total_budget is not None and (int(total_budget) != total_budget or total_budget < 0):
         raise AnalysisInputError(f"total_budget must be a non-negative integer, got {total_budget!r}")
     design = Design(delta=delta, alpha=alpha, horizon=max_seeds_per_config,
-                    higher_is_better=higher_is_better, selected_from=selected_from)
+                    higher_is_better=higher_is_better, selected_from=selected_from, kind=design)
     noop = set(noop)
     looks_by_config = looks_by_config or {}
+    if priors is None and borrow:
+        priors = shrinkage.family_priors({k: v for k, v in deltas_by_config.items() if k not in noop})
+    priors = priors or {}
     out: dict[str, Verdict] = {}
     for name, deltas in deltas_by_config.items():
-        v = verdict(deltas, design, looks_by_config.get(name), noop=name in noop)
+        v = verdict(deltas, design, looks_by_config.get(name), noop=name in noop, prior=priors.get(name),
+                    estimate=estimate)
         if v.verdict == "undecided":
             left = design.horizon - v.n
             if left > 0:

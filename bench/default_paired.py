@@ -4,7 +4,9 @@ For each order (query_after: the causally unfriendly one; query_first), trains n
 (the demo's fixed FS: fs_layer_start 1, alpha_init -2) on seeds 0..4, two processes at a time as a
 laptop would, and prints per seed the no_fs exact match and token accuracy against chance, the
 paired deltas, then the mean, sd, sign test (scipy.stats.binomtest) and 95% t interval of the token
-accuracy delta, and the wall time of each 5-seed comparison (goal: <= 5 minutes on 2 cores).
+accuracy delta, the variance split of that delta between eval items and training trajectory
+(analysis.evalsplit, from the runs' per-item outcomes), and the wall time of each 5-seed
+comparison (goal: <= 5 minutes on 2 cores).
 
 Usage: .venv/bin/python bench/default_paired.py [--seeds 5] [--orders query_after,query_first]
 """
@@ -76,6 +78,12 @@ def main(argv=None) -> int:
                   f"95% t interval [{lo:+.4f}, {hi:+.4f}]; mean d_seq {np.mean(d_seq):+.4f}; "
                   f"no_fs exact match {min(runs[(s, False)]['seq_acc'] for s in range(args.seeds)):.2f}-"
                   f"{max(runs[(s, False)]['seq_acc'] for s in range(args.seeds)):.2f} vs chance {chance['seq_acc']:.2f}")
+            if all("eval_items" in runs[(s, fs)] for s in range(args.seeds) for fs in (False, True)):
+                from analysis.evalsplit import decode_items, split_from_items
+
+                sp = split_from_items([(decode_items(runs[(s, False)]["eval_items"]),
+                                        decode_items(runs[(s, True)]["eval_items"])) for s in range(args.seeds)])
+                print(f"variance split ({sp.n_items} eval examples per run): {sp.advice}")
     return 0
 
 

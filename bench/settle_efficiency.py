@@ -1,20 +1,29 @@
-"""Seeds used by the settling design (analysis.verdict) against a fixed-n design at equal power.
+"""Seeds used by the settling designs against fixed-n designs at equal correct verdicts.
 
-For each scenario (a family of configurations with known true mean deltas and a paired-delta
-model), simulate the settling loop -- a first look at 3 seeds, then a look after every round of
-``--round`` seeds, up to the horizon -- and count the seeds it used. The fixed-n comparator is the
-smallest n whose single look (the whole alpha at once) reaches a correct verdict at least as often
-as the sequential design does (averaged over the family; capped at the best a fixed design reaches,
-less 0.005 of Monte-Carlo slack). A verdict is correct when it agrees with the truth: "helps" when
-the true mean is > 0, "hurts" when < 0, "no effect" when |mean| < delta. Ratio = mean seeds used /
-n fixed (goal <= 0.7). The error rates are measured in the same run: P(helps or hurts | no effect)
-over all looks (<= alpha) and P(no effect | effect exactly delta) (<= alpha).
+Designs, in the same run on the same simulated deltas (a first look at 3 seeds, then one after
+every round of ``--round`` seeds, up to the horizon):
 
-Scenarios: normal deltas at delta / sd = 0.6 .. 1.5 (the only thing that matters for normal deltas);
-the all-or-nothing (bimodal) model; and the effect surface of the simulated trainable
-(``search_spaces/simulated.yaml``: its true effects and seed noise) for a sample of configurations.
+* ``spending``: today's design before issue 20 (alpha spending on t statistics, each configuration
+  on its own variance);
+* ``sprt``: the truncated SPRT (``analysis.sprt``) on each configuration's own variance;
+* ``sprt+borrow``: the SPRT with the family's variance prior (``analysis.shrinkage``): the
+  settling default, where a family has 4 or more configurations.
 
-    .venv/bin/python bench/settle_efficiency.py [--reps 4000] [--round 2] [--horizon 20]
+Each scenario is a family of ``--family`` configurations (10) with known true mean deltas and a
+paired-delta model, replicated ``--reps`` times. Comparators: the smallest fixed n whose single look
+(the whole alpha at once) reaches a correct verdict at least as often as the design does, averaged
+over the family (capped at the best a fixed design reaches, less 0.005 of Monte-Carlo slack): on
+each configuration's own variance (``fixed``) and on the family's borrowed variance (``fixed+b``).
+A verdict is correct when it agrees with the truth: "helps" when the true mean is > 0, "hurts" when
+< 0, "no effect" when |mean| < delta. Goal (issue 20): seeds / fixed n <= 0.6 at no effect and at an
+effect of delta. Error rates, measured in the same run: P(helps or hurts | 0) (<= alpha) and
+P(no effect | delta) (<= beta = alpha).
+
+Scenarios: normal deltas at delta / sd = 0.6, 1, 1.5 (the only thing that matters for normal
+deltas); all-or-nothing (bimodal) seeds (``settle_sim.bimodal_deltas``); the simulated
+trainable's effect surface (``search_spaces/simulated.yaml``).
+
+    .venv/bin/python bench/settle_efficiency.py [--reps 400] [--round 2] [--horizon 20]
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,122 +41,132 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from analysis import settle_sim as ss  # noqa: E402
 from analysis.verdict import DEFAULT_DELTA, Design  # noqa: E402
 
-MAX_FIXED = 120
+MAX_FIXED = 80
+DESIGNS = ("spending", "sprt", "sprt+borrow")
 
 
-def family(name: str, truths: list[tuple[float, float]], make, design: Design, looks, reps: int,
-           rng) -> dict:
-    """truths: (mean, sd) per configuration; make(rng, reps, n, mean, sd) -> deltas [reps, n]."""
-    seq_seeds, seq_ok, fixed_ok = [], [], np.zeros(MAX_FIXED + 1)
-    errs = {}
-    for mu, sd in truths:
-        D = make(rng, reps, MAX_FIXED, mu, sd)
-        r = ss.sequential_verdicts(D[:, :design.horizon], design, looks)
-        seq_seeds.append(r["n"].mean())
-        seq_ok.append(ss.correct(r["code"], mu, design.delta).mean())
-        for n in range(3, MAX_FIXED + 1):
-            f = ss.fixed_verdicts(D, design, n)
-            fixed_ok[n] += ss.correct(f["code"], mu, design.delta).mean() / len(truths)
-        errs[(mu, sd)] = ss.rates(r)
-    target = min(float(np.mean(seq_ok)), fixed_ok[3:].max()) - 0.005
-    n_fixed = int(np.argmax(fixed_ok >= target))
-    used = float(np.mean(seq_seeds))
-    return {"name": name, "seeds": used, "n_fixed": n_fixed, "ratio": used / n_fixed,
-            "correct": float(np.mean(seq_ok)), "fixed_correct": float(fixed_ok[n_fixed]),
-            "rates": errs}
+def run_family(truths: list[tuple[float, float]], make, design: Design, looks, reps: int, rng) -> dict:
+    """truths: (mean, sd) per configuration of the family; make(rng, reps, n, mean, sd) -> [reps, n]."""
+    mus = np.array([m for m, _ in truths])
+    D = np.stack([make(rng, reps, MAX_FIXED, m, sd) for m, sd in truths], axis=1)   # [R, G, H]
+    R, G, _ = D.shape
+    H = design.horizon
+    ok_of = lambda code: np.mean([ss.correct(code[:, g], mus[g], design.delta).mean()  # noqa: E731
+                                  for g in range(G)])
+    out = {}
+    for name in DESIGNS:
+        d = replace(design, kind="spending" if name == "spending" else "sprt")
+        if name.endswith("borrow"):
+            r = ss.family_verdicts(D[:, :, :H], d, looks, borrow=True)
+        else:
+            flat = ss.sequential_verdicts(D[:, :, :H].reshape(R * G, H), d, looks)
+            r = {k: v.reshape(R, G) for k, v in flat.items()}
+        out[name] = {"seeds": float(r["n"].mean()), "correct": ok_of(r["code"]), "code": r["code"]}
+    fixed_own, fixed_b = np.zeros(MAX_FIXED + 1), np.zeros(MAX_FIXED + 1)
+    for n in range(3, MAX_FIXED + 1):
+        f = ss.fixed_verdicts(D.reshape(R * G, -1), design, n)
+        fixed_own[n] = ok_of(f["code"].reshape(R, G))
+        fixed_b[n] = ok_of(ss.fixed_family_verdicts(D, design, n)["code"])
+    for name, res in out.items():
+        for tag, curve in (("fixed", fixed_own), ("fixed+b", fixed_b)):
+            target = min(res["correct"], curve[3:].max()) - 0.005
+            n_fixed = int(np.argmax(curve >= target))
+            res[tag] = n_fixed
+            res[f"ratio_{tag}"] = res["seeds"] / n_fixed
+    out["_mus"] = mus
+    return out
+
+
+def error_rates(res: dict, mus: np.ndarray, delta: float) -> str:
+    parts = []
+    for name in DESIGNS:
+        code = res[name]["code"]
+        zero, at_delta = np.isclose(mus, 0.0), np.isclose(np.abs(mus), delta)
+        e1 = np.isin(code[:, zero], (ss.CODES["helps"], ss.CODES["hurts"])).mean() if zero.any() else np.nan
+        e2 = (code[:, at_delta] == ss.CODES["no effect"]).mean() if at_delta.any() else np.nan
+        parts.append(f"{name}: {e1:.4f} / {e2:.4f}")
+    return "  ".join(parts)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=4000)
+    ap.add_argument("--reps", type=int, default=400, help="families per scenario")
+    ap.add_argument("--family", type=int, default=10, help="configurations per family")
     ap.add_argument("--round", type=int, default=2)
     ap.add_argument("--horizon", type=int, default=20)
     ap.add_argument("--delta", type=float, default=DEFAULT_DELTA)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--rho", type=float, default=None, help="spending exponent (default: the design's)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     rng = np.random.default_rng(args.seed)
     delta = args.delta
-    design = Design(delta=delta, horizon=args.horizon,
-                    **({} if args.rho is None else {"rho": args.rho}))
+    design = Design(delta=delta, horizon=args.horizon)
     looks = ss.schedule(args.horizon, args.round)
-    print(f"design: delta={delta} alpha={design.alpha} horizon={design.horizon} rho={design.rho} "
-          f"looks={list(looks)}; {args.reps} replications per configuration")
+    G = args.family
+    print(f"designs {DESIGNS}: delta={delta} alpha={design.alpha} horizon={design.horizon} "
+          f"looks={list(looks)}; {args.reps} families of {G} configurations per scenario")
     normal = lambda rng, r, n, mu, sd: ss.normal_deltas(rng, r, n, mu, sd)  # noqa: E731
-    rows, err_lines = [], []
-    for theta in (0.6, 0.8, 1.0, 1.5):
-        sd = delta / theta
-        for fam_name, mus in (("null (all 0)", [0.0]), ("effect 2*delta", [2 * delta]),
-                              ("mix 0 / delta / 2*delta", [0.0, delta, 2 * delta])):
-            res = family(f"normal delta/sd={theta:g} (sd {sd:.4f}): {fam_name}",
-                         [(m, sd) for m in mus], normal, design, looks, args.reps, rng)
-            rows.append(res)
-        # error rates and power at this sd
-        D0 = normal(rng, args.reps, args.horizon, 0.0, sd)
-        D1 = normal(rng, args.reps, args.horizon, delta, sd)
-        D2 = normal(rng, args.reps, args.horizon, 2 * delta, sd)
-        r0, r1, r2 = (ss.rates(ss.sequential_verdicts(D, design, looks)) for D in (D0, D1, D2))
-        err_lines.append(f"normal sd {sd:.4f}: P(helps|hurts | 0) = {r0['helps'] + r0['hurts']:.4f}  "
-                         f"P(no effect | delta) = {r1['no effect']:.4f}  power P(helps | 2 delta) = "
-                         f"{r2['helps']:.3f}  P(no effect | 0) = {r0['no effect']:.3f}")
-    for sd in (0.03, 0.08):  # the researchers' larger seed noise: little is decided by 20 seeds
-        r0, r1, r2 = (ss.rates(ss.sequential_verdicts(normal(rng, args.reps, args.horizon, mu, sd),
-                                                      design, looks))
-                      for mu in (0.0, delta, 2 * delta))
-        err_lines.append(f"normal sd {sd:.4f}: P(helps|hurts | 0) = {r0['helps'] + r0['hurts']:.4f}  "
-                         f"P(no effect | delta) = {r1['no effect']:.4f}  power P(helps | 2 delta) = "
-                         f"{r2['helps']:.3f}  P(no effect | 0) = {r0['no effect']:.3f}  "
-                         f"mean seeds {r0['mean_seeds']:.1f}")
     bim = lambda rng, r, n, mu, sd: ss.bimodal_deltas(rng, r, n, mu, quality_sd=sd)  # noqa: E731
+    scenarios = []
+    for theta in (0.6, 1.0, 1.5):
+        sd = delta / theta
+        for fam, mus in (("no effect", [0.0]), ("effect delta", [delta]), ("effect 2 delta", [2 * delta]),
+                         ("mix 0 / delta / 2 delta", [0.0, delta, 2 * delta])):
+            scenarios.append((f"normal delta/sd={theta:g}: {fam}", [(mus[i % len(mus)], sd) for i in range(G)],
+                              normal))
     for q in (0.01, 0.02):
-        rows.append(family(f"bimodal (p learn 0.6, 90% same outcome, quality sd {q}): "
-                           "mix 0 / delta / 2*delta",
-                           [(0.0, q), (delta, q), (2 * delta, q)], bim, design, looks, args.reps, rng))
-        Dz = bim(rng, args.reps, args.horizon, 0.0, q)
-        Dd = bim(rng, args.reps, args.horizon, delta, q)
-        rz, rd = (ss.rates(ss.sequential_verdicts(D, design, looks)) for D in (Dz, Dd))
-        err_lines.append(f"bimodal quality sd {q}: P(helps|hurts | 0) = {rz['helps'] + rz['hurts']:.4f}  "
-                         f"P(no effect | delta) = {rd['no effect']:.4f}")
-    surface = _simulated_surface(rng, delta)
+        for fam, mus in (("no effect", [0.0]), ("effect delta", [delta]),
+                         ("mix 0 / delta / 2 delta", [0.0, delta, 2 * delta])):
+            scenarios.append((f"all-or-nothing (quality sd {q}): {fam}",
+                              [(mus[i % len(mus)], q) for i in range(G)], bim))
+    surface = _simulated_surface(rng, G)
     if surface:
-        truths, note = surface
-        rows.append(family(f"simulated trainable surface ({note})", truths, normal, design, looks,
-                           max(args.reps // 4, 500), rng))
+        scenarios.append((f"simulated trainable surface ({surface[1]})", surface[0], normal))
+    rows = []
+    for name, truths, make in scenarios:
+        res = run_family(truths, make, design, looks, args.reps, rng)
+        rows.append((name, res))
+        print(f"  {name}: done ({time.perf_counter() - t0:.0f} s)", flush=True)
     print()
-    print(f"{'scenario':<78} {'seeds':>6} {'fixed n':>7} {'ratio':>6} {'correct':>8}")
-    for r in rows:
-        print(f"{r['name']:<78} {r['seeds']:6.2f} {r['n_fixed']:7d} {r['ratio']:6.2f} "
-              f"{r['correct']:8.3f}")
-    mix = [r["ratio"] for r in rows if ("mix" in r["name"] and "normal" in r["name"])
-           or "surface" in r["name"]]
-    bim = [r["ratio"] for r in rows if "bimodal" in r["name"]]
-    print(f"\nratio (sequential seeds / fixed n at equal power; goal <= 0.7): median "
-          f"{np.median(mix):.2f} over the normal mixed families and the simulated surface, "
-          f"{np.median(bim):.2f} over the bimodal ones")
-    print("\nerror rates over all looks (alpha = 0.05; Monte-Carlo se ~"
-          f"{np.sqrt(0.05 * 0.95 / args.reps):.4f}):")
-    for line in err_lines:
-        print("  " + line)
+    head = "".join(f" | {n:>11} seeds  ok  /fixed /fix+b" for n in DESIGNS)
+    print(f"{'scenario':<52}{head}")
+    for name, res in rows:
+        cells = "".join(f" | {res[n]['seeds']:17.2f} {res[n]['correct']:.2f} {res[n]['ratio_fixed']:6.2f} "
+                        f"{res[n]['ratio_fixed+b']:6.2f}" for n in DESIGNS)
+        print(f"{name:<52}{cells}")
+    print("\nfixed n at equal correct verdicts (own variance / borrowed): "
+          + "; ".join(f"{name.split(':')[0]}..{name.split(':')[1][:12]}: {res['sprt']['fixed']}/{res['sprt']['fixed+b']}"
+                      for name, res in rows[:4]))
+    for key in ("no effect", "effect delta"):
+        for n in DESIGNS:
+            r = [res[n]["ratio_fixed"] for name, res in rows if name.endswith(": " + key)]
+            print(f"ratio {n:>11} at {key:<12} (seeds / fixed n, own variance): "
+                  + " ".join(f"{x:.2f}" for x in r))
+    print(f"\nerror rates P(helps|hurts | 0) / P(no effect | delta) over all looks (alpha = beta = "
+          f"{design.alpha}; Monte-Carlo se ~{np.sqrt(0.05 * 0.95 / (args.reps * G)):.4f}):")
+    for name, res in rows:
+        line = error_rates(res, res["_mus"], delta)
+        if "nan / nan" not in line:
+            print(f"  {name:<50} {line}")
     print(f"\n{time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def _simulated_surface(rng, delta: float):
-    """True effects and seed noise of 12 configurations drawn from search_spaces/simulated.yaml."""
+def _simulated_surface(rng, G: int):
+    """True effects and seed noise of G configurations drawn from search_spaces/simulated.yaml."""
     try:
+        from fsray.fsconfig import FSConfig
         from fsray.search.simulated import noise_sd, true_effect
         from fsray.search.space import load_space
-        from fsray.fsconfig import FSConfig
         space = load_space(Path(__file__).resolve().parents[1] / "search_spaces" / "simulated.yaml")
         sim = space.simulated
         truths = []
-        for _ in range(12):
+        for _ in range(G):
             cfg = FSConfig(fs_layer_start=int(rng.integers(1, 12)), alpha_init=float(rng.uniform(-4, -1)),
                            fs_norm=bool(rng.integers(2)), fs_detach=True,
                            fs_alpha_schedule=str(rng.choice(["none", "linear", "cosine"])))
             truths.append((true_effect(sim, cfg), noise_sd(sim, cfg)))
-        return truths, (f"12 configurations, true effects {min(t for t, _ in truths):+.3f}.."
+        return truths, (f"{G} configurations, true effects {min(t for t, _ in truths):+.3f}.."
                         f"{max(t for t, _ in truths):+.3f}, seed sd {truths[0][1]:.3f}")
     except Exception as exc:  # the search package is optional here (and may be mid-rewrite)
         print(f"(simulated trainable surface skipped: {type(exc).__name__}: {str(exc)[:120]})")

@@ -202,12 +202,16 @@ def _answer_stats(logits, batch: Batch):
 
 @torch.no_grad()
 def evaluate(scorer: nn.Module, data: TaskData, batch_size: int, device, rank=0, world=1, dist=None,
-             precision: str = "fp32"):
-    """Validation answer-token accuracy, mean answer-token loss, exact-match accuracy."""
+             precision: str = "fp32", per_example: bool = False):
+    """Validation answer-token accuracy, mean answer-token loss, exact-match accuracy; with
+    ``per_example`` also, per validation example in order, its answer tokens and the tokens
+    predicted right (int arrays; what the variance split of ``analysis.evalsplit`` needs)."""
     was_training = scorer.training
     scorer.eval()
     # on the model's device: NCCL, the GPU runs' collective backend, takes device tensors only
     totals = torch.zeros(4, dtype=torch.float64, device=device)
+    # every worker fills the rows of its own examples; the sum over workers is the whole set
+    rows = torch.zeros(2, len(data.val), dtype=torch.float64, device=device) if per_example else None
     for idx in eval_batches(len(data.val), batch_size):
         part = worker_slice(idx, rank, world)
         if not part:
@@ -217,11 +221,22 @@ def evaluate(scorer: nn.Module, data: TaskData, batch_size: int, device, rank=0,
             logits = scorer(batch.prompt, batch.prompt_mask, batch.answer)
         ce, corr, n, seq = _answer_stats(logits, batch)
         totals += torch.stack([ce, corr, n, seq]).double()
+        if rows is not None:
+            mask = batch.answer_mask
+            right = (logits.argmax(-1) == batch.answer) & mask
+            at = torch.as_tensor(part, device=rows.device)
+            rows[0, at] = mask.sum(dim=1).double()
+            rows[1, at] = right.sum(dim=1).double()
     if dist is not None:
         dist.all_reduce(totals)
+        if rows is not None:
+            dist.all_reduce(rows)
     scorer.train(was_training)
     ce, corr, n, seq = totals.tolist()
-    return {"token_acc": corr / n, "loss": ce / n, "seq_acc": seq / len(data.val)}
+    metrics = {"token_acc": corr / n, "loss": ce / n, "seq_acc": seq / len(data.val)}
+    if rows is None:
+        return metrics
+    return metrics, (rows[0].round().long().cpu().numpy(), rows[1].round().long().cpu().numpy())
 
 
 def _learned(spec: TrainSpec, chance, metrics) -> bool | None:
@@ -315,6 +330,7 @@ class _ModeRun:
             "seed": int(seed), "init_hash": init_hash, "data_hash": None, "precision": self.precision,
         }
         self.best = None
+        self.best_items = None   # per-example outcomes at the best evaluation (the one reported)
         self.used_batches: list[list[int]] = []
         self.step, elapsed = 0, 0.0
         saved = checkpoint.load() if checkpoint is not None else None
@@ -323,6 +339,7 @@ class _ModeRun:
             self.opt.load_state_dict(saved["optimizer"])
             self.step, self.best, self.used_batches, elapsed = (saved["step"], saved["best"], saved["used_batches"],
                                                                 saved["seconds"])
+            self.best_items = saved.get("best_items")   # absent from states saved before it was kept
             self.result.update(tokens=saved["tokens"], curve=saved["curve"], resumed_from_step=self.step)
         self.out_of_time = False
         self.t0, self.cpu0 = time.perf_counter() - elapsed, time.process_time()
@@ -384,17 +401,17 @@ class _ModeRun:
         """Evaluate on the validation batches, keep the best evaluation, save the resumable state
         when it is due (not after the last step: the run is about to return); False when the
         validation loss diverged."""
-        m = evaluate(self.scorer, self.data, self.spec.data.eval_batch_size, self.device, self.rank, self.world,
-                     self.dist, self.precision)
+        m, items = evaluate(self.scorer, self.data, self.spec.data.eval_batch_size, self.device, self.rank,
+                            self.world, self.dist, self.precision, per_example=True)
         if not all(math.isfinite(v) for v in m.values()):
             return self._fail(f"validation loss is {m['loss']} at step {self.step} (diverged)")
         self.result["curve"].append([self.step, m["token_acc"], m["loss"], m["seq_acc"]])
         if self.best is None or m["token_acc"] > self.best[1]["token_acc"]:
-            self.best = (self.step, m)
+            self.best, self.best_items = (self.step, m), items
         ckpt = self.checkpoint
         if ckpt is not None and self.rank == 0 and not last and ckpt.due():
             ckpt.save({"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
-                       "best": self.best, "used_batches": self.used_batches, "tokens": self.result["tokens"],
+                       "best": self.best, "best_items": self.best_items, "used_batches": self.used_batches, "tokens": self.result["tokens"],
                        "curve": self.result["curve"], "seconds": time.perf_counter() - self.t0})
         return True
 
@@ -423,6 +440,10 @@ class _ModeRun:
             step, m = self.best
             result.update(best_step=step, token_acc=m["token_acc"], loss=m["loss"], seq_acc=m["seq_acc"])
             result["learned"] = _learned(self.spec, self.data.chance, m)
+            if self.best_items is not None:
+                from analysis.evalsplit import encode_items
+
+                result["eval_items"] = encode_items(*self.best_items)
         elif result["status"] == "ok":   # cannot happen (the last step always evaluates); be explicit
             result.update(status="failed", failure="no evaluation was made")
         return result

@@ -18,6 +18,8 @@ from pathlib import Path
 from fsray.fsconfig import FSConfig
 import torch
 
+from analysis.evalsplit import decode_items
+
 from fsray.spec import TrainSpec
 from fsray.trainer import initial_model, make_record, run_mode, task_data
 
@@ -59,6 +61,10 @@ def test_fixed_seed_paired_record_is_unchanged():
         # the precision each run resolved to came after the fixture: every run before it was fp32
         assert got[side]["precision"] == "fp32"
         got[side] = {k: v for k, v in got[side].items() if k not in BYTE_FIELDS | {"precision"}}
+        # Per-item eval outcomes (added after the fixture; argmax ties could flip on another CPU):
+        # checked against the pinned token accuracy, not pinned as bytes.
+        tokens, correct = decode_items(got[side].pop("eval_items"))
+        assert math.isclose(correct.sum() / tokens.sum(), got[side]["token_acc"], abs_tol=1e-12)
     pinned = json.loads(PINNED.read_text())
     for side in ("baseline", "fs"):
         pinned[side] = {k: v for k, v in pinned[side].items() if k not in BYTE_FIELDS}

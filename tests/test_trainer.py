@@ -205,3 +205,24 @@ def test_pretrain_writes_a_loadable_base_and_the_trainer_post_trains_it(tmp_path
     assert a["data_hash"] != b["data_hash"]
     with pytest.raises(UsageError, match="not found"):
         run_mode(tiny(model={"checkpoint": str(tmp_path / "missing.pth")}), 0, None)
+
+
+def test_a_run_keeps_its_per_item_outcomes_at_the_eval_it_reports():
+    """eval_items (analysis.evalsplit form): per validation example, its answer tokens and those
+    predicted right at the best evaluation; they add up to the reported token accuracy, both
+    modes cover the same items, and the record keeps them."""
+    import numpy as np
+
+    from analysis.evalsplit import decode_items, split_from_items
+
+    spec = tiny()
+    base, fs = run_mode(spec, 0, None), run_mode(spec, 0, FS_ON)
+    tb, cb = decode_items(base["eval_items"])
+    tf, cf = decode_items(fs["eval_items"])
+    assert tb.size == TINY["data"]["n_val"] and np.array_equal(tb, tf) and tb.min() >= 1
+    assert cb.sum() / tb.sum() == pytest.approx(base["token_acc"], abs=1e-12)
+    assert cf.sum() / tf.sum() == pytest.approx(fs["token_acc"], abs=1e-12)
+    rec = make_record(spec, FS_ON, 0, base, fs, stage="train")
+    assert rec["fs"]["eval_items"] == fs["eval_items"]
+    sp = split_from_items([((tb, cb), (tf, cf)), ((tb, cb), (tf, cf))])
+    assert sp.n_items == tb.size

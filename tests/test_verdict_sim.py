@@ -1,4 +1,5 @@
-"""The settling design by simulation (issue 13 item 4), vectorised, a few thousand replications.
+"""The alpha-spending settling design by simulation (issue 13 item 4; selectable since issue 20
+made the SPRT the default: tests/test_sprt.py), vectorised, a few thousand replications.
 
 Paired deltas: normal with the researchers' seed noise (sd 0.01-0.08) and the all-or-nothing
 (bimodal) model; a first look at 3 seeds, then one every 2 seeds up to 20:
@@ -25,7 +26,7 @@ SLACK = 3 * math.sqrt(ALPHA * (1 - ALPHA) / REPS)  # three Monte-Carlo standard 
 
 
 def _design(delta):
-    return Design(delta=delta, alpha=ALPHA, horizon=HORIZON)
+    return Design(delta=delta, alpha=ALPHA, horizon=HORIZON, kind="spending")
 
 
 # (sd, delta): the researchers' noise at the default delta, and delta / sd from 0.5 to 1.5

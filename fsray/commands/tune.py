@@ -186,15 +186,32 @@ def settle_lines(settle: dict | None, knobs, ids: dict | None = None) -> list[st
         return []
     out = [f"settled on fresh seeds (delta {settle['delta']:g}; error rates hold over every round):"]
     for c in settle["configs"]:
-        iv = "" if c["lo"] is None else f", repeated 95% interval [{_fmt(c['lo'])}, {_fmt(c['hi'])}]"
+        kind = "repeated 95% interval" if c.get("design", "spending") == "spending" else "95% interval"
+        iv = "" if c["lo"] is None else f", {kind} [{_fmt(c['lo'])}, {_fmt(c['hi'])}]"
         cfg = _params_text(c, knobs, ids) if c.get("config") else c["label"]
         out.append(f"  {c['label_text']:<22} n={c['n']:<3} mean d {_fmt(c['mean'])}{iv}  {cfg}")
+        out += settle_detail_lines(c)
     out.append(f"  {settle['family']}")
     for c in settle["undecided"]:
         if c["seeds_to_decide"] is not None:
             more = "" if c["within_horizon"] else " (beyond the per-configuration budget)"
             out.append(f"  undecided: {c['label']}: about {c['seeds_to_decide']} more paired seeds would "
                        f"decide it ({c['would_decide'] or '?'}) at the current estimate{more}")
+    return out
+
+
+def settle_detail_lines(c: dict) -> list[str]:
+    """Borrowed variance, the stopping-aware estimate and the variance split of one settled
+    configuration, in plain words (issue 20)."""
+    out = []
+    if c.get("variance") == "borrowed" and c.get("prior_df"):
+        out.append(f"      variance borrowed from the other shortlisted configurations "
+                   f"(+{c['prior_df']:g} degrees of freedom)")
+    if c.get("estimate") is not None:
+        out.append(f"      allowing for when it stopped: {_fmt(c['estimate'])} "
+                   f"[{_fmt(c['est_lo'])}, {_fmt(c['est_hi'])}] (plain mean {_fmt(c['mean'])})")
+    if c.get("split"):
+        out.append(f"      {c['split']}")
     return out
 
 

@@ -25,12 +25,37 @@ def settle_summary(plan, space: SearchSpace, store: StoreClient) -> dict | None:
                     "verdict": v.verdict, "label_text": v.label(space.objective.min_effect),
                     "ge_delta": v.ge_delta, "n": v.n, "mean": v.mean, "lo": v.lo, "hi": v.hi,
                     "basis": v.basis, "seeds_to_decide": v.seeds_to_decide,
-                    "would_decide": v.would_decide, "within_horizon": v.within_horizon, "note": v.note})
+                    "would_decide": v.would_decide, "within_horizon": v.within_horizon, "note": v.note,
+                    "design": v.design, "variance": v.variance, "prior_df": v.prior_df,
+                    "estimate": v.estimate, "est_lo": v.est_lo, "est_hi": v.est_hi,
+                    "split": _split_advice(store.all_records(), h, space)})
     family = plan.family
     for c in out:   # the plan names configurations by hash; a reader wants their labels
         family = family.replace(c["config_hash"], c["label"])
     return {"delta": space.objective.min_effect, "family": family, "configs": out,
             "undecided": [c for c in out if c["verdict"] == "undecided"]}
+
+
+def _split_advice(records: list[dict], config_hash: str, space: SearchSpace) -> str | None:
+    """The variance split (``analysis.evalsplit``) of a settled configuration's fresh seeds, where
+    every one of them kept its per-item eval outcomes."""
+    from analysis.errors import AnalysisInputError
+    from analysis.evalsplit import decode_items, split_from_items
+
+    if space.objective.metric_key != "token_acc":
+        return None
+    recs = [r for r in records if r.get("config_hash") == config_hash and r.get("stage") == "confirmation"
+            and r.get("status") == "ok"]
+    try:
+        pairs = [(decode_items(r["baseline"]["eval_items"]), decode_items(r["fs"]["eval_items"])) for r in recs]
+    except (KeyError, TypeError, AnalysisInputError):
+        return None
+    if len(pairs) < 2:
+        return None
+    try:
+        return split_from_items(pairs).advice
+    except AnalysisInputError:
+        return None
 
 
 def baseline_summary(records: list[dict], space: SearchSpace) -> dict | None:

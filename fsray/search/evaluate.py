@@ -390,7 +390,9 @@ class ConfigEvaluation:
         metrics = obj.tune_metrics(stats, self.space.objective)
         if self.race and not self.raced:
             incumbent = self.store.incumbent(self.n_full)
-            self.raced = obj.race_decision(stats["deltas"], self.n_full, incumbent, self.space.racing)
+            prior = self.store.family_prior(self.chash, self.stage) if self.space.racing.enabled else None
+            self.raced = obj.race_decision(stats["deltas"], self.n_full, incumbent, self.space.racing,
+                                           prior=prior)
         if self.report is not None and metrics is not None:
             done = len(recs) >= self.n_full or self.raced is not None
             self.report({**metrics, "runs_saved": (self.n_full - len(recs)) if self.raced else 0,

@@ -131,26 +131,45 @@ def incumbent_bound(groups: dict[str, list[dict]], n_full: int, objective: Objec
     return best
 
 
+def family_prior_of(records: list[dict], config_hash: str, stage: str, objective: ObjectiveSection):
+    """The borrowed-variance prior (``analysis.shrinkage.family_priors``) of one configuration from
+    the paired deltas of the other configurations of its stage (one search: one task, model,
+    budget and metric); ``Prior.none()`` while the family is too small to fit one."""
+    from analysis.shrinkage import Prior, family_priors
+
+    groups: dict[str, list[float]] = {}
+    for rec in records:
+        if rec.get("stage", "selection") != stage or rec.get("status") != "ok":
+            continue
+        d = paired_delta(rec, objective.metric_key)
+        if d is not None:
+            groups.setdefault(rec["config_hash"], []).append(d)
+    groups.setdefault(config_hash, [])
+    return family_priors(groups).get(config_hash, Prior.none())
+
+
 def race_decision(deltas: list[float], n_planned: int, incumbent: float | None,
-                  racing: RacingSection) -> str | None:
+                  racing: RacingSection, prior=None) -> str | None:
     """Why to stop a configuration now, or None to go on.
 
     Racing looks at a configuration after every seed, so it uses the same group-sequential bounds
     as the verdicts (``analysis.sequential``: alpha spending over the looks actually taken, horizon
     = the planned seeds): stop when even the candidate's repeated upper bound (one-sided error
     ``(1 - racing.level) / 2`` over all looks) lies below the incumbent's lower bound. A look needs
-    ``MIN_SEEDS`` seeds. The bound is a t bound whatever ``objective.interval`` says (the
-    sequential bounds are t bounds)."""
+                  racing: RacingSection) -> str | None:
     from analysis.sequential import MIN_SEEDS, t_boundaries
+    from analysis.verdict import moderated_moments, prior_for
 
     n = len(deltas)
     first = max(MIN_SEEDS, racing.min_seeds)
     if not racing.enabled or incumbent is None or n < first or n >= n_planned:
         return None
-    d = np.asarray(deltas, dtype=float)
-    c = t_boundaries(tuple(range(first, n + 1)), int(n_planned), (1.0 - racing.level) / 2.0)[-1]
-    se = float(d.std(ddof=1)) / math.sqrt(n)
-    hi = float(d.mean()) + c * se if math.isfinite(c) else math.inf
+    d0, s0sq = prior_for(prior, n)
+    c = t_boundaries(tuple(range(first, n + 1)), int(n_planned), (1.0 - racing.level) / 2.0,
+                     prior_df=d0)[-1]
+    m, var, _ = moderated_moments(np.asarray(deltas, dtype=float), n, d0, s0sq)
+    se = math.sqrt(var / n)
+    hi = m + c * se if math.isfinite(c) else math.inf
     if hi < incumbent:
         return (f"raced out after {n}/{n_planned} seeds: repeated upper bound {hi:+.4f} < "
                 f"incumbent {incumbent:+.4f}")

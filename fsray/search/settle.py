@@ -81,7 +81,8 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         budget = None if st.total_budget is None else max(0, st.total_budget - used)
         plan = settle_plan(deltas, space.objective.min_effect, looks_by_config={h: state.looks.get(h, []) for h in deltas},
                            max_seeds_per_config=st.max_seeds_per_config, round_size=st.round_size,
-                           total_budget=budget, noop=state.noop, what=task)
+                           total_budget=budget, noop=state.noop, what=task, design=st.design,
+                           borrow=st.borrow)
         return plan, state.last_round + 1
 
     def run_config(h: str, seeds: list[int], rnd: int) -> None:
@@ -89,7 +90,8 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         try:
             evaluate_config(space, runner, store, params, seeds, stage="confirmation",
                             trial_id=f"settle-{rnd}", race=False,
-                            record_extra={"settle": {"round": rnd, "horizon": st.max_seeds_per_config}})
+                            record_extra={"settle": {"round": rnd, "horizon": st.max_seeds_per_config,
+                                                      "design": st.design}})
         except RunFailed as exc:
             failed.add(h)
             say(f"[tune] settle: {rows[h]['label']} failed and leaves the settling: {exc}")

@@ -147,6 +147,8 @@ class SettleSection(_Strict):
     round_size: int = Field(default=2, ge=1)            # fresh seeds per configuration per round
     max_seeds_per_config: int = Field(default=20, ge=3)  # also the sequential design's horizon
     total_budget: int | None = Field(default=None, ge=1)  # fresh seeds for all configurations
+    design: Literal["sprt", "spending"] = "sprt"          # analysis.verdict.DESIGNS
+    borrow: bool = True                                   # a variance prior over the shortlist
 
 
 class RacingSection(_Strict):

@@ -120,6 +120,13 @@ class ResultsStore:
                 groups.setdefault(rec["config_hash"], []).append(rec)
         return incumbent_bound(groups, n_full, ObjectiveSection(**(self.objective or {})))
 
+    def family_prior(self, config_hash: str, stage: str = "selection"):
+        """The borrowed-variance prior racing judges ``config_hash`` with (``objective.family_prior_of``)."""
+        from fsray.search.objective import family_prior_of
+        from fsray.search.space import ObjectiveSection
+
+        return family_prior_of(self.records, config_hash, stage, ObjectiveSection(**(self.objective or {})))
+
     # --- trials in flight (to attribute a crash that killed the trial process) ---------------
 
     def mark_running(self, trial_id: str, config: dict, config_hash: str, seed: int, stage: str):
