@@ -156,7 +156,9 @@ def race_decision(deltas: list[float], n_planned: int, incumbent: float | None,
     as the verdicts (``analysis.sequential``: alpha spending over the looks actually taken, horizon
     = the planned seeds): stop when even the candidate's repeated upper bound (one-sided error
     ``(1 - racing.level) / 2`` over all looks) lies below the incumbent's lower bound. A look needs
-                  racing: RacingSection) -> str | None:
+    ``MIN_SEEDS`` seeds. The bound is a t bound whatever ``objective.interval`` says (the
+    sequential bounds are t bounds). ``prior``: the family's variance prior (``family_prior_of``):
+    the bound is then a moderated t bound on ``n - 1`` plus the prior's degrees of freedom."""
     from analysis.sequential import MIN_SEEDS, t_boundaries
     from analysis.verdict import moderated_moments, prior_for
 
