@@ -148,28 +148,42 @@ def append_record(path: str | os.PathLike, rec: dict) -> None:
 class ReadResult:
     records: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "file:line: what is wrong"
+    lines: list[int] = field(default_factory=list)      # line number of each record, in order
+    bad: list[tuple[int, bytes]] = field(default_factory=list)  # (line number, raw bytes) not read
 
 
 def read_records(path: str | os.PathLike) -> ReadResult:
-    """Read a results store; malformed or truncated lines are reported in ``problems`` and skipped."""
+    """Read a results store; a line that is not a record (truncated, malformed, bytes that are not
+    UTF-8, a record that fails the schema) is reported in ``problems``, kept in ``bad`` and skipped:
+    one damaged line never makes the others unreachable. Lines are split and decoded one by one."""
     out = ReadResult()
     path = Path(path)
     if not path.exists():
         raise AnalysisInputError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                out.problems.append(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                    f"{exc.start + 1}); damaged line skipped")
+                out.bad.append((lineno, raw))
+                continue
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:
                 out.problems.append(f"{where}: not valid JSON ({exc.msg}); truncated line?")
+                out.bad.append((lineno, raw))
                 continue
             try:
                 out.records.append(validate_record(rec, where))
+                out.lines.append(lineno)
             except AnalysisInputError as exc:
                 out.problems.append(str(exc))
+                out.bad.append((lineno, raw))
     return out
 
 

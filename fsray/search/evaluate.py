@@ -209,7 +209,7 @@ _IN_FLIGHT_LOCK = threading.Lock()
 def ensure_baselines(runner, store: StoreClient, seeds: list[int]) -> dict[int, dict]:
     """Cached no_fs runs of ``seeds``; the missing ones are trained together and cached (a baseline
     another caller is already training is waited for, not trained twice)."""
-    have = {s: store.baseline(runner.baseline_key(s)) for s in seeds}
+    have = {s: store.baseline(runner.baseline_key(s), s) for s in seeds}
     missing = [s for s, run in have.items() if run is None]
     mine, theirs = [], {}
     with _IN_FLIGHT_LOCK:
@@ -318,7 +318,7 @@ def evaluate_config(space: SearchSpace, runner, store: StoreClient, params: dict
     reason = cfg.noop_reason(runner.n_layer)
     if reason is not None:
         for seed in todo:
-            base = store.baseline(runner.baseline_key(seed))
+            base = store.baseline(runner.baseline_key(seed), seed)
             store.append(runner.make_record(cfg, seed, base, None, stage, trial_id, noop_reason=reason) | extra)
         todo = []
         after_record()
