@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                             learned_above=args.learned_above,
                             delta=DEFAULT_DELTA if args.delta is None else args.delta,
                             horizon=DEFAULT_HORIZON if args.max_seeds is None else args.max_seeds)
+    out = _checked_out(args.out, args.paths) if args.out else None   # before reading anything
     loaded = load(_fetched(args.paths))
     try:
         report = build(loaded, options)
@@ -81,10 +82,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"fsray: error: {exc}", file=sys.stderr)
         return 2
     text = render(report, args.format, wide=args.wide or bool(args.out))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+    if out is not None:
+        _write_out(out, text)
         print(f"fsray: wrote {args.format} report of {len(report.summary)} configuration(s) "
               f"to {out}", file=sys.stderr)
     else:
@@ -94,6 +93,36 @@ def run(args: argparse.Namespace) -> int:
         print(f"fsray: {dropped} input item(s) skipped or dropped (listed in the report)",
               file=sys.stderr)
     return report.exit_code
+
+
+def _checked_out(out: str, paths: list[str]) -> Path:
+    """``--out`` never names an input (a file given, or one a given directory holds: writing there
+    would replace results with their report), a directory, or a place that cannot be written."""
+    from fsray.errors import UsageError
+    from fsray.rundir import check_output_file
+
+    from .errors import AnalysisInputError
+    from .loaders import Loaded, _expand
+    import pandas as pd
+
+    local = [p for p in paths if "://" not in p]
+    inputs = [*local, *_expand(local, Loaded(pd.DataFrame()))]
+    try:
+        return check_output_file(out, "--out", inputs=inputs)
+    except UsageError as exc:
+        raise AnalysisInputError(str(exc)) from None
+
+
+def _write_out(out: Path, text: str) -> None:
+    from fsray.errors import UsageError
+    from fsray.rundir import write_atomic
+
+    from .errors import AnalysisInputError
+
+    try:
+        write_atomic(out, text)   # a full disk never leaves half a report
+    except UsageError as exc:
+        raise AnalysisInputError(str(exc)) from None
 
 
 def _fetched(paths: list[str]) -> list[str]:

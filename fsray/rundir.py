@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,9 @@ LOCK = ".fsray.lock"
 # What makes a directory an fsray run (fsray.search.driver writes space.json first, and takes the
 # lock before that; results.jsonl is the store itself).
 RUN_MARKERS = (LOCK, "space.json", "results.jsonl")
+# A search's name is its run directory under results_dir and its Optuna study: one plain path
+# component (no separator, no leading dot, so never `..`), short enough for any file system.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 def os_reason(exc: OSError) -> str:
@@ -53,7 +57,7 @@ def resolve_run_dir(out: str | os.PathLike | None, results_dir: str, name: str,
         root = Path(results_dir).expanduser().resolve()
         where, path = "name", root / name
         resolved = path.resolve()
-        if name in ("", ".", "..") or resolved.parent != root:
+        if not re.fullmatch(NAME_PATTERN, name or "") or resolved.parent != root:
             raise UsageError(f"name {name!r}: the run directory must be one folder inside results_dir "
                              f"({root}), not {resolved}")
     path = path.resolve()
@@ -98,19 +102,17 @@ def check_output_file(path: str | os.PathLike, what: str = "--out", inputs=()) -
     path = Path(path).expanduser()
     if str(path).strip() in ("", "."):
         raise UsageError(f"{what} is empty: give a file")
-    resolved = path.resolve()
+    try:
+        resolved = path.resolve()
+        is_dir = resolved.is_dir()
+    except OSError as exc:   # a name too long for the file system, a loop of links
+        raise UsageError(f"{what} {path}: cannot be written ({os_reason(exc)})") from None
     for inp in inputs:
         if Path(inp).expanduser().resolve() == resolved:
             raise UsageError(f"{what} {path} is one of the inputs: write the output somewhere else")
-    if resolved.is_dir():
+    if is_dir:
         raise UsageError(f"{what} {path} is a directory: give a file name")
     probe_writable(resolved.parent, f"{what} {path}: folder")
-    try:
-        os.stat(resolved)   # ENAMETOOLONG for a too-long last component; ENOENT is fine
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot be written ({os_reason(exc)})") from None
     max_name = os.pathconf(resolved.parent, "PC_NAME_MAX") if hasattr(os, "pathconf") else 255
     if len(resolved.name.encode()) > max_name:
         raise UsageError(f"{what} {path}: cannot be written (file name too long)")

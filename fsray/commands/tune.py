@@ -134,6 +134,8 @@ def run(args) -> int:
     from fsray.search.driver import run_search
     from fsray.search.space import load_space
 
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
     space = load_space(args.space)
     update = {}
     if args.trials is not None:

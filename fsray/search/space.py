@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
+from fsray.rundir import NAME_PATTERN
 from fsray.yaml_io import load_yaml_file
 
 FS_KNOBS = tuple(FSConfig.model_fields)
@@ -23,9 +24,6 @@ FS_KNOBS = tuple(FSConfig.model_fields)
 # search, and keep a typo (`seeds.count: 1e12`) from becoming a MemoryError instead of an error line.
 MAX_SEEDS = 100_000
 MAX_TRIALS = 100_000
-# A search's name is its run directory under results_dir and its Optuna study: one plain path
-# component (no separator, no leading dot, so never `..`), short enough for any file system.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class _Strict(BaseModel):
