@@ -96,6 +96,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fsray.errors import Interrupted
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -109,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fsray: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as exc:   # a search stopped by SIGINT/SIGTERM (fsray.search.signals)
+        print(f"fsray: interrupted by {exc}: the search stopped before its end (nothing was confirmed "
+              f"or summarised); every finished seed is recorded: --resume continues it", file=sys.stderr)
+        return exc.code
     except SystemExit as exc:  # argparse errors already printed one line; keep its code (2)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except BaseException as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback

@@ -4,9 +4,10 @@ A worker group of a real search needs, on one node, ``cpus_per_worker`` CPUs and
 ``gpus_per_worker`` GPUs for each worker (Ray Train places each worker as one bundle). A request
 that no node of the cluster could satisfy even when idle (a GPU on a CPU-only cluster, 8 CPUs per
 worker on 4-CPU nodes) would otherwise wait until ``capacity_timeout_s`` and then look like lost
-capacity; ``check_resources`` makes it one ``UsageError`` line before anything trains. A cluster
-with an autoscaler can add nodes of other shapes, so there the check is left to the autoscaler
-(``autoscaling``).
+capacity; ``check_resources`` makes it one ``UsageError`` line before anything trains. It applies
+to the local Ray instance fsray starts for itself (which never grows); a cluster joined through
+``RAY_ADDRESS`` may have an autoscaler that adds such nodes on demand (cluster.yaml scales GPU
+workers from zero), so there the capacity timeout stays the guard.
 """
 
 from __future__ import annotations
@@ -28,15 +29,13 @@ def worker_bundle(space: SearchSpace) -> dict[str, float]:
     return {"CPU": float(max(1, int(r.cpus_per_worker))), "GPU": 0.0}
 
 
-def autoscaler_running() -> bool:
-    """Whether the cluster has an autoscaler (its monitor publishes a status in the GCS)."""
-    try:
-        from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
-        from ray.experimental.internal_kv import _internal_kv_get
+def may_grow() -> bool:
+    """Whether the Ray instance may get nodes of other shapes: a cluster joined through
+    ``RAY_ADDRESS`` may have an autoscaler (cluster.yaml scales GPU workers from zero); the local
+    instance fsray starts for itself never grows."""
+    from fsray.cluster import cluster_address
 
-        return bool(_internal_kv_get(DEBUG_AUTOSCALING_STATUS))
-    except Exception:  # noqa: BLE001 - an older or newer Ray: assume a fixed cluster
-        return False
+    return cluster_address() is not None
 
 
 def check_resources(space: SearchSpace, nodes: list[dict] | None = None,
@@ -46,7 +45,7 @@ def check_resources(space: SearchSpace, nodes: list[dict] | None = None,
     if space.trainable != "real":
         return
     if autoscaling is None:
-        autoscaling = autoscaler_running()
+        autoscaling = may_grow()
     if autoscaling:
         return
     if nodes is None:

@@ -20,18 +20,11 @@ import sys
 import threading
 from contextlib import contextmanager
 
+from fsray.errors import Interrupted
+
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(BaseException):
-    """The search was stopped by a signal; ``code`` is the exit status (128 + signal number)."""
-
-    def __init__(self, signum: int):
-        self.signum = signum
-        self.code = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
 
 
 @contextmanager
