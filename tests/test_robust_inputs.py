@@ -364,3 +364,29 @@ def test_a_search_retrains_a_damaged_baseline_and_pairs_with_the_right_seed(tmp_
     got = {r["seed"]: r["baseline"]["token_acc"] for r in store2.all_records()}
     assert got == truth   # each seed paired with its own baseline, retrained where the cache was bad
     assert store2.baselines_trained() == 2 and len(store2.take_notes()) == 2
+
+
+def test_a_cached_baseline_of_other_data_is_retrained(tmp_path, monkeypatch):
+    """The pairing check: a cached entry whose data order (data_hash) is not the FS run's over the
+    same steps is set aside and the seed's baseline trained again before the pair is recorded."""
+    from fsray.search import simulated
+    from fsray.search.evaluate import SimulatedRunner, evaluate_config
+
+    real_base, real_fs = simulated.baseline_run, simulated.fs_run
+    monkeypatch.setattr(simulated, "baseline_run", lambda sim, seed: {**real_base(sim, seed), "data_hash": f"d{seed}"})
+    monkeypatch.setattr(simulated, "fs_run", lambda sim, cfg, seed, b: {**real_fs(sim, cfg, seed, b),
+                                                                         "data_hash": f"d{seed}"})
+    space = parse_space({**_BASE, "seeds": {"count": 3}, "baseline_cache": str(tmp_path / "cache")})
+    runner = SimulatedRunner(space)
+    store = ResultsStore(str(tmp_path / "a"), space.baseline_cache, space.objective.model_dump())
+    evaluate_config(space, runner, store, {"fs_layer_start": 4}, [0, 1, 2], race=False)
+    entry_path = Path(space.baseline_cache) / f"{runner.baseline_key(1)}.json"
+    entry = json.loads(entry_path.read_text())
+    entry["run"]["data_hash"] = "other"
+    entry_path.write_text(json.dumps(entry))
+    store2 = ResultsStore(str(tmp_path / "b"), space.baseline_cache, space.objective.model_dump())
+    evaluate_config(space, runner, store2, {"fs_layer_start": 5}, [0, 1, 2], race=False)
+    assert {r["seed"]: r["baseline"]["data_hash"] for r in store2.all_records()} == {0: "d0", 1: "d1", 2: "d2"}
+    notes = store2.take_notes()
+    assert len(notes) == 1 and "data order (other) is not seed 1's (d1)" in notes[0]
+    assert store2.baselines_trained() == 1

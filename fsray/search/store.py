@@ -198,6 +198,12 @@ class ResultsStore:
             return self._discard(path, key, seed, why)
         return run
 
+    def discard_baseline(self, key: str, seed: int | None, why: str) -> None:
+        """Set a cache entry aside that its use showed wrong (not this seed's data order)."""
+        path = self.cache_dir / f"{key}.json"
+        if path.exists():
+            self._discard(path, key, seed, why)
+
     def _discard(self, path: Path, key: str, seed: int | None, why: str) -> None:
         try:
             os.replace(path, path.with_name(path.name + ".damaged"))
