@@ -99,7 +99,7 @@ def _checked_out(out: str, paths: list[str]) -> Path:
     """``--out`` never names an input (a file given, or one a given directory holds: writing there
     would replace results with their report), a directory, or a place that cannot be written."""
     from fsray.errors import UsageError
-    from fsray.rundir import check_output_file
+    from fsray.paths import check_output_file
 
     from .errors import AnalysisInputError
     from .loaders import Loaded, _expand
@@ -115,7 +115,7 @@ def _checked_out(out: str, paths: list[str]) -> Path:
 
 def _write_out(out: Path, text: str) -> None:
     from fsray.errors import UsageError
-    from fsray.rundir import write_atomic
+    from fsray.paths import write_atomic
 
     from .errors import AnalysisInputError
 

@@ -1,5 +1,5 @@
 """Bad input and damaged stores never cost data (issue 24), without Ray: output paths
-(fsray.rundir), settings checked with their ranges, duplicate YAML keys, results readers that skip a
+(fsray.paths), settings checked with their ranges, duplicate YAML keys, results readers that skip a
 damaged line of any kind, fragments set aside, and the checked baseline cache.
 
 The classes that need a search through Ray (the run lock between two real searches, signals,
@@ -21,7 +21,7 @@ from fsray.cli import main
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
 from fsray.records import build_record
-from fsray.rundir import RunLock, check_output_file, check_run_dir, resolve_run_dir
+from fsray.paths import RunLock, check_output_file, check_run_dir, resolve_run_dir
 from fsray.search.space import parse_space
 from fsray.search.store import ResultsStore, check_baseline_entry
 
@@ -100,7 +100,7 @@ def test_run_lock_refuses_a_second_holder_and_a_killed_holder_leaves_it_free(tmp
     import sys
 
     lock = RunLock(tmp_path).acquire()
-    code = ("import sys; from fsray.rundir import RunLock; from fsray.errors import UsageError\n"
+    code = ("import sys; from fsray.paths import RunLock; from fsray.errors import UsageError\n"
             "try:\n RunLock(sys.argv[1]).acquire(); print('took')\n"
             "except UsageError as e: print('refused', e)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -108,7 +108,7 @@ def test_run_lock_refuses_a_second_holder_and_a_killed_holder_leaves_it_free(tmp
     assert other.stdout.startswith("refused") and f"pid {os.getpid()}" in other.stdout
     lock.release()
     # a holder killed with SIGKILL: the kernel drops its lock, nothing is left stuck
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fsray.rundir import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fsray.paths import RunLock; "
                                "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
                                str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
     assert holder.stdout.readline().strip() == "held"

@@ -242,7 +242,7 @@ def test_a_second_search_on_a_run_directory_is_refused(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fsray.rundir import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fsray.paths import RunLock; "
                                "RunLock(sys.argv[1]).acquire(); print('held', flush=True); time.sleep(60)",
                                str(out)], stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -270,7 +270,7 @@ def run(args) -> int:
     from analysis.schema import append_record
     from fsray.trainer import make_record, run_mode
 
-    from fsray.rundir import check_output_file
+    from fsray.paths import check_output_file
 
     spec, fs, seeds = build_inputs(args)
     # before any training: the store must be writable, a file, and fsray's (never --config itself)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
-from fsray.rundir import NAME_PATTERN
+from fsray.paths import NAME_PATTERN
 from fsray.yaml_io import load_yaml_file
 
 FS_KNOBS = tuple(FSConfig.model_fields)
