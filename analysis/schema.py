@@ -136,10 +136,23 @@ def append_record(path: str | os.PathLike, rec: dict) -> None:
             fh.seek(-1, os.SEEK_END)
             if fh.read(1) != b"\n":
                 prefix = "\n"
+    data = (prefix + line).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (prefix + line).encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(28, f"short write ({written} of {len(data)} bytes)")
+            os.fsync(fd)
+        except OSError:
+            # a full disk (or a short write) must not leave a fragment: cut the file back to what it
+            # held, so every record before stays whole and the seed simply has no record yet
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
     finally:
         os.close(fd)
 

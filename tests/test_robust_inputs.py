@@ -390,3 +390,21 @@ def test_a_cached_baseline_of_other_data_is_retrained(tmp_path, monkeypatch):
     notes = store2.take_notes()
     assert len(notes) == 1 and "data order (other) is not seed 1's (d1)" in notes[0]
     assert store2.baselines_trained() == 1
+
+
+def test_a_full_disk_during_an_append_leaves_no_fragment(tmp_path, monkeypatch):
+    path = _store_file(tmp_path / "results.jsonl", 2)
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OSError):
+        append_record(path, _record(2))
+    monkeypatch.setattr(os, "write", real_write)
+    assert path.read_bytes() == before and read_records(path).problems == []
+    append_record(path, _record(2))
+    assert [r["seed"] for r in read_records(path).records] == [0, 1, 2]
