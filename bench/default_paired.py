@@ -30,7 +30,8 @@ def _run(job):
     import torch
 
     from fsray.fsconfig import FSConfig
-    from fsray.trainer import embedded_default_spec, run_mode
+    from fsray.spec import embedded_default_spec
+    from fsray.trainer import run_mode
 
     torch.set_num_threads(1)
     spec = embedded_default_spec(order)
@@ -43,7 +44,8 @@ def main(argv=None) -> int:
     ap.add_argument("--orders", default="query_after,query_first")
     args = ap.parse_args(argv)
 
-    from fsray.trainer import embedded_default_spec, task_chance
+    from fsray.spec import embedded_default_spec
+    from fsray.trainer import task_chance
 
     spec = embedded_default_spec("query_after")
     print(f"embedded default: {spec.model.n_layer} layers x {spec.model.d_model}, base {spec.model.checkpoint}, "

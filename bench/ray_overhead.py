@@ -74,7 +74,7 @@ def tax(rounds: int, steps: int | None) -> None:
     import ray
 
     from fsray.harness import SeedRunHarness
-    from fsray.trainer import embedded_default_spec
+    from fsray.spec import embedded_default_spec
 
     spec = embedded_default_spec()
     if steps:

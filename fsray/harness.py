@@ -20,7 +20,7 @@ group, so a run is never lost:
   lost, the results store is durable).
 
 A group whose fit ends (failures exhausted) is started again by its driver thread, so capacity that
-comes back (a replacement node) is used. A seed run saves its state (``fsray.trainer.RunCheckpoint``)
+comes back (a replacement node) is used. A seed run saves its state (``fsray.storage.RunCheckpoint``)
 under ``<storage>/seed_runs/`` as it trains, so a run given back after a loss resumes from its last
 saved evaluation on whichever node takes it, when the storage is one every node sees (a shared path
 or an object-store URI).
@@ -236,7 +236,7 @@ def _group_loop(config: dict) -> None:
     import ray.train
     import torch.distributed as dist
 
-    from .trainer import TrainSpec
+    from .spec import TrainSpec
 
     spec = TrainSpec.model_validate(config["spec"])
     dispatcher, group = config["dispatcher"], config["group"]
@@ -262,7 +262,7 @@ def _group_loop(config: dict) -> None:
         fs = job["fs"]
         checkpoint = None
         if config.get("checkpoints"):   # resumable: a run lost with its node continues from here
-            from .trainer import RunCheckpoint
+            from .storage import RunCheckpoint
 
             checkpoint = RunCheckpoint(join_location(config["checkpoints"], run_key(spec, job["seed"], fs)),
                                        every_s=config["checkpoint_every_s"])
@@ -311,7 +311,7 @@ class SeedRunHarness(HarnessClient):
                  on_event: Callable[[dict], None] | None = None, checkpoint_every_s: float | None = 300.0):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from .trainer import TrainSpec
+        from .spec import TrainSpec
 
         if isinstance(spec, dict):
             spec = TrainSpec.model_validate(spec)

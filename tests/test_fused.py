@@ -23,7 +23,8 @@ from fsray import fused
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
 from fsray.model import RWKV7, ModelConfig
-from fsray.trainer import AnswerScorer, embedded_default_spec, initial_model, task_data
+from fsray.spec import embedded_default_spec
+from fsray.trainer import AnswerScorer, initial_model, task_data
 from fsray.wkv import compiled
 
 needs_compiler = pytest.mark.skipif(fused.unavailable_reason("cpu") is not None or not compiled.available(),

@@ -14,7 +14,8 @@ import ray
 
 from fsray.fsconfig import FSConfig
 from fsray.harness import Dispatcher, HarnessClient, SeedRunHarness
-from fsray.trainer import TrainSpec, run_mode
+from fsray.spec import TrainSpec
+from fsray.trainer import run_mode
 
 SPEC = TrainSpec.model_validate({
     "model": {"n_layer": 2, "d_model": 32, "head_size": 8},

@@ -18,7 +18,8 @@ from pathlib import Path
 from fsray.fsconfig import FSConfig
 import torch
 
-from fsray.trainer import TrainSpec, initial_model, make_record, run_mode, task_data
+from fsray.spec import TrainSpec
+from fsray.trainer import initial_model, make_record, run_mode, task_data
 
 PINNED = Path(__file__).parent / "fixtures" / "pinned_paired_record.json"
 PINNED_WEIGHTS = Path(__file__).parent / "fixtures" / "pinned_initial_weights.pt"

@@ -1,4 +1,4 @@
-"""A seed run resumed from its checkpoint (fsray.trainer.RunCheckpoint) equals an uninterrupted one:
+"""A seed run resumed from its checkpoint (fsray.storage.RunCheckpoint) equals an uninterrupted one:
 weights, FS gates, optimizer, curve and data position all come back."""
 
 from __future__ import annotations
@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from fsray.fsconfig import FSConfig
-from fsray.trainer import RunCheckpoint, TrainSpec, run_mode
+from fsray.spec import TrainSpec
+from fsray.storage import RunCheckpoint
+from fsray.trainer import run_mode
 
 SPEC = TrainSpec.model_validate({
     "model": {"n_layer": 2, "d_model": 32, "head_size": 8},

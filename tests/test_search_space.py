@@ -59,7 +59,7 @@ def _check_real(space):
     from fsray.checkpoint import read_config
     from fsray.search.evaluate import RealRunner
     from fsray.tasks import get_task
-    from fsray.trainer import EMBEDDED_BASE, EMBEDDED_BASE_FILE
+    from fsray.spec import EMBEDDED_BASE, EMBEDDED_BASE_FILE
 
     checkpoint = {**({"checkpoint": EMBEDDED_BASE} if space.base == "embedded_default" else {}),
                   **space.model}["checkpoint"]

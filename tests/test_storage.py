@@ -279,7 +279,8 @@ import json, os, signal, sys, time
 import ray
 from fsray.fsconfig import FSConfig
 from fsray.harness import SeedRunHarness
-from fsray.trainer import TrainSpec, run_mode
+from fsray.spec import TrainSpec
+from fsray.trainer import run_mode
 
 spec = TrainSpec.model_validate({
     "model": {"n_layer": 2, "d_model": 32, "head_size": 8},

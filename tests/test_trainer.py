@@ -13,10 +13,8 @@ from fsray.data import TrainStream, collate, eval_batches, worker_slice
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
 from fsray.tasks import Example
-from fsray.trainer import (
-    AnswerScorer, TrainSpec, _answer_stats, baseline_key, embedded_default_spec, initial_model,
-    make_record, run_mode, state_digest,
-)
+from fsray.spec import TrainSpec, baseline_key, embedded_default_spec
+from fsray.trainer import AnswerScorer, _answer_stats, initial_model, make_record, run_mode, state_digest
 
 TINY = {
     "model": {"n_layer": 2, "d_model": 32, "head_size": 8},

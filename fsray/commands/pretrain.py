@@ -15,7 +15,7 @@ EPILOG = """examples:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from fsray.trainer import EMBEDDED_BASE_FILE
+    from fsray.spec import EMBEDDED_BASE_FILE
 
     p.add_argument("--out", type=Path, default=EMBEDDED_BASE_FILE, help="where to write the .pth")
     p.add_argument("--n-layer", type=int, default=2)

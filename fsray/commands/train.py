@@ -149,7 +149,7 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
-    from fsray.trainer import TrainSpec, embedded_default_spec
+    from fsray.spec import TrainSpec, embedded_default_spec
 
     raw: dict = {}
     if args.config is not None:
@@ -225,7 +225,7 @@ def _refuse_foreign_store(path: Path) -> None:
 def checkpoint_shape(checkpoint: str):
     """The ``ModelConfig`` a checkpoint fixes (read without building the model)."""
     from fsray.checkpoint import read_config
-    from fsray.trainer import resolve_checkpoint
+    from fsray.spec import resolve_checkpoint
 
     return read_config(resolve_checkpoint(checkpoint))
 
@@ -294,10 +294,10 @@ def run(args) -> int:
     if args.ray_workers and args.ray_workers > 0:
         import ray
 
+        from fsray.cluster import start_ray
         from fsray.harness import SeedRunHarness
-        from fsray.search.driver import _start_ray
 
-        started = _start_ray()
+        started = start_ray()
         try:
             # one worker group of --ray-workers workers (DDP inside each run); every run submitted
             # at once, each seed's record written the moment both of its runs are back

@@ -112,7 +112,7 @@ class RealRunner:
     """Seed runs on the search's Ray Train worker groups, through a ``fsray.harness`` client."""
 
     def __init__(self, space: SearchSpace, client=None, n_layer: int | None = None):
-        from fsray.trainer import TrainSpec
+        from fsray.spec import TrainSpec
 
         self.space = space
         self.client = client
@@ -122,7 +122,7 @@ class RealRunner:
         raw = {"task": space.task.model_dump(), "model": space.model, "budget": space.budget,
                "data": space.data, "threads": threads}
         if space.base == "embedded_default":
-            from fsray.trainer import embedded_default_spec
+            from fsray.spec import embedded_default_spec
 
             order = space.task.options.get("order", "query_after")
             base = embedded_default_spec(order).model_dump()
@@ -138,7 +138,7 @@ class RealRunner:
         if model.checkpoint is None:
             return _checked_depth(self.space, model.n_layer, "model.n_layer")
         from fsray.checkpoint import read_config
-        from fsray.trainer import resolve_checkpoint
+        from fsray.spec import resolve_checkpoint
 
         path = resolve_checkpoint(model.checkpoint)
         return _checked_depth(self.space, read_config(path).n_layer, f"checkpoint {path.name}")
@@ -148,7 +148,7 @@ class RealRunner:
         # still find the baselines the driver trained for this search (never retrain them).
         if int(seed) in self.known_keys:
             return self.known_keys[int(seed)]
-        from fsray.trainer import baseline_key
+        from fsray.spec import baseline_key
 
         return baseline_key(self.spec, seed)
 

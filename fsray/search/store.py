@@ -270,3 +270,23 @@ def check_baseline_entry(entry, key: str, seed: int | None) -> tuple[dict | None
     if want is not None and "seed" in run and run["seed"] != want:
         return None, f"holds seed {run['seed']!r}'s run under seed {want}'s key"
     return run, None
+
+
+def start_store_actor(run_dir: Path, baseline_cache: str | None, objective: dict):
+    """The search's one writer: a ``ResultsStore`` Ray actor pinned to this node (so the files land
+    in this run directory), holding the run directory's writer lock."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from fsray.errors import UsageError
+
+    # A killed run's store actor can outlive its driver for a few seconds: wait for it here, where a
+    # timeout is one clear error, before the new actor takes the lock for good.
+    try:
+        take_writer_lock(run_dir).close()
+    except WriterBusy as exc:
+        raise UsageError(str(exc)) from None
+    node = ray.get_runtime_context().get_node_id()
+    Actor = ray.remote(num_cpus=0, max_concurrency=1)(ResultsStore)
+    return Actor.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+        str(run_dir), baseline_cache, objective, single_writer=True)
