@@ -60,11 +60,15 @@ def resolve_run_dir(out: str | os.PathLike | None, results_dir: str, name: str,
         if not re.fullmatch(NAME_PATTERN, name or "") or resolved.parent != root:
             raise UsageError(f"name {name!r}: the run directory must be one folder inside results_dir "
                              f"({root}), not {resolved}")
-    path = path.resolve()
+    try:
+        path = path.resolve()
+        is_file = path.exists() and not path.is_dir()
+    except OSError as exc:   # a name too long for the file system, a loop of links
+        raise UsageError(f"{where} {path}: cannot be used as a run directory ({os_reason(exc)})") from None
     for inp in inputs:
         if Path(inp).expanduser().resolve() == path:
             raise UsageError(f"{where} {path} is the search file itself: give a run directory")
-    if path.exists() and not path.is_dir():
+    if is_file:
         raise UsageError(f"{where} {path} is a file, not a run directory: give a new or fsray run directory")
     return path
 

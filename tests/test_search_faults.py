@@ -304,7 +304,7 @@ def test_settle_only_and_resume_with_changed_inputs_touch_nothing(ray_local, tmp
 
 
 @pytest.mark.parametrize("damage", ["garbage", "missing"])
-def test_a_damaged_or_missing_study_is_rebuilt_on_resume(ray_local, tmp_path, capsys, damage):
+def test_a_damaged_or_missing_study_is_rebuilt_on_resume(ray_local, tmp_path, capfd, damage):
     import optuna
 
     raw = _space(tmp_path)
@@ -318,7 +318,7 @@ def test_a_damaged_or_missing_study_is_rebuilt_on_resume(ray_local, tmp_path, ca
     else:
         (out / "optuna.db").unlink()
     assert main(["tune", str(path), "--out", str(out), "--resume", "--trials", "5"]) == 0
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out
     assert "Optuna study rebuilt from the records" in printed
     assert (out / "results.jsonl").read_bytes().startswith(recorded)   # nothing recorded lost
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{out / 'optuna.db'}")

@@ -180,7 +180,8 @@ def run(args) -> int:
     started = start_ray(debug=getattr(args, "debug", False)) if cluster_address() else False
     try:
         summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,
-                             say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only)
+                             say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only,
+                             inputs=(args.space,))
     finally:
         if started:
             import ray

@@ -2,8 +2,10 @@
 
 A search, in order (each step in its own module):
 
-1. the run directory and the resume checks (``fsray.search.rundir``, which also lists what a run
-   directory holds);
+1. every check of the inputs against the run directory, before anything is written
+   (``fsray.search.rundir``, which also lists what a run directory holds, and ``fsray.paths``);
+   then the run directory's lock (one search at a time) and SIGINT/SIGTERM turned into a stop
+   (``fsray.search.signals``);
 2. start (or join, with RAY_ADDRESS) Ray (``fsray.cluster``); start the store actor on this node
    (``fsray.search.store``) and, for the real trainable, the Ray Train worker groups
    (``fsray.harness``);
@@ -25,11 +27,12 @@ from fsray.search.closing import summarise
 from fsray.search.confirm import confirm
 from fsray.search.evaluate import StoreClient, make_runner
 from fsray.search.progress import Progress, quiet_output
-from fsray.search.rundir import (RAY_LOG, check_same_search, prepare_run_dir, run_dir_of, train_storage,
-                                 write_space)
-from fsray.search.settle import check_settle_inputs, check_settle_only, settle
+from fsray.search.rundir import (RAY_LOG, check_run_dir, check_same_search, prepare_run_dir, run_dir_of,
+                                 train_storage, write_space)
+from fsray.search.settle import check_settle_horizon, check_settle_inputs, check_settle_only, settle
+from fsray.search.signals import stop_on_signals
 from fsray.search.space import SearchSpace
-from fsray.search.store import start_store_actor
+from fsray.search.store import say_notes, start_store_actor
 
 # Tune writes its experiment state at most this often; small so a SIGKILL loses little.
 os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
@@ -41,25 +44,40 @@ __all__ = ["run_search", "prepare_run_dir", "run_dir_of", "check_settle_inputs"]
 
 def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
                confirm_seeds: int | None = None, say: Callable[[str], None] | None = None,
-               debug: bool = False, settle_only: bool = False) -> dict:
+               debug: bool = False, settle_only: bool = False, inputs=()) -> dict:
     """Run (or resume) a search to its summary; returns the summary dict. Unless ``debug``, Ray's
     own output goes to ``<run>/ray.log``. ``settle_only``: no more selection; settle the finished
-    selection of an existing run directory (``--settle-only``)."""
+    selection of an existing run directory (``--settle-only``). ``inputs``: the search file, which
+    the run directory may never be.
+
+    Every input is checked against the run directory before anything in it is written; a second
+    search on the same directory is refused; SIGINT/SIGTERM stop the search at once
+    (``fsray.errors.Interrupted``), with nothing confirmed or summarised."""
+    from fsray.paths import RunLock
+
     if space.settle.enabled or settle_only:
         check_settle_inputs(space)
     if settle_only:
-        check_settle_only(space, out)
         space = space.model_copy(update={"settle": space.settle.model_copy(update={"enabled": True})})
-    run_dir = prepare_run_dir(space, out, resume or settle_only)
-    if resume:
+    continuing = resume or settle_only
+    run_dir = check_run_dir(space, out, continuing, inputs)
+    if continuing:
         check_same_search(run_dir, space)
-    write_space(run_dir, space)
-    with quiet_output(run_dir / RAY_LOG, enabled=not debug) as terminal:
-        progress = Progress(say, stream=terminal)
-        try:
-            return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only)
-        finally:
-            progress.close()
+    if settle_only:
+        check_settle_only(space, out)
+    if space.settle.enabled and (run_dir / "results.jsonl").exists():
+        from analysis.schema import read_records
+
+        check_settle_horizon(space, read_records(run_dir / "results.jsonl").records)
+    run_dir = prepare_run_dir(space, out, continuing, inputs)   # the first write: the directory
+    with RunLock(run_dir), stop_on_signals():
+        write_space(run_dir, space)
+        with quiet_output(run_dir / RAY_LOG, enabled=not debug) as terminal:
+            progress = Progress(say, stream=terminal)
+            try:
+                return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only)
+            finally:
+                progress.close()
 
 
 def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: int | None,
@@ -75,8 +93,12 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
     t0 = time.perf_counter()
     harness = actor = None
     try:
+        from fsray.search.capacity import check_resources
+
+        check_resources(space)   # a request no node can ever satisfy: one line, at once
         actor = start_store_actor(run_dir, space.baseline_cache, space.objective.model_dump())
         store = StoreClient(actor)
+        say_notes(store, say)    # damaged lines set aside when the store opened
         runner = make_runner(space)   # reads the model's depth once; trials get it handed over
         if space.trainable == "real":
             harness = runner.client = _start_harness(space, runner, run_dir, progress)
@@ -102,6 +124,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
             if confirm_n > 0:
                 progress.plan(2 * confirm_n)
                 confirm(space, runner, store, confirm_n, say)
+        say_notes(store, say)
         summary = summarise(space, store, run_dir, time.perf_counter() - t0, settled)
     finally:
         if harness is not None:

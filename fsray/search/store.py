@@ -272,6 +272,12 @@ def check_baseline_entry(entry, key: str, seed: int | None) -> tuple[dict | None
     return run, None
 
 
+def say_notes(store, say) -> None:
+    """Say, once each, what the store set aside (damaged lines, cache entries retrained)."""
+    for note in store.take_notes():
+        say(f"[tune] {note}")
+
+
 def start_store_actor(run_dir: Path, baseline_cache: str | None, objective: dict):
     """The search's one writer: a ``ResultsStore`` Ray actor pinned to this node (so the files land
     in this run directory), holding the run directory's writer lock."""
