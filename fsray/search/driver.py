@@ -30,7 +30,8 @@ from fsray.search.progress import Progress, quiet_output
 from fsray.search.rundir import (RAY_LOG, check_run_dir, check_same_search, prepare_run_dir, run_dir_of,
                                  train_storage, write_space)
 from fsray.search.settle import check_settle_horizon, check_settle_inputs, check_settle_only, settle
-from fsray.search.signals import stop_on_signals
+from fsray.search.signals import check as stop_check
+from fsray.search.signals import stop_on_signals, stopped
 from fsray.search.space import SearchSpace
 from fsray.search.store import say_notes, start_store_actor
 
@@ -115,6 +116,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
             from fsray.search.tuning import select   # imports Ray Tune
 
             select(space, run_dir, resume, runner, store, actor, harness, n_layer, progress)
+        stop_check()   # a stop Tune took for the end of its loop is not a finished selection
 
         settled = None
         if space.settle.enabled:   # the settling rounds are the confirmation, on fresh seeds
@@ -125,17 +127,36 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
                 progress.plan(2 * confirm_n)
                 confirm(space, runner, store, confirm_n, say)
         say_notes(store, say)
+        stop_check()
         summary = summarise(space, store, run_dir, time.perf_counter() - t0, settled)
     finally:
-        if harness is not None:
-            harness.close()
-        if actor is not None:
-            # the store actor holds the run directory's writer lock: end it with the search, also
-            # when Ray lives on (a shared instance), so a --resume can take the lock at once
-            ray.kill(actor)
-        if started:
-            ray.shutdown()
+        if stopped() is not None:
+            # a stop: end at once. The process exits right after its one line (fsray.cli); Ray's
+            # processes and this job's actors end with it, and threads still in a seed run must not
+            # find Ray shut down under them (Ray ends the process then, with its own status).
+            _stop_at_once(harness, actor)
+        else:
+            if harness is not None:
+                harness.close()
+            if actor is not None:
+                # the store actor holds the run directory's writer lock: end it with the search,
+                # also when Ray lives on (a shared instance), so a --resume can take the lock at once
+                ray.kill(actor)
+            if started:
+                ray.shutdown()
     return summary
+
+
+def _stop_at_once(harness, actor) -> None:
+    import ray
+
+    for end in ((lambda: harness.close(wait=False)) if harness is not None else None,
+                (lambda: ray.kill(actor)) if actor is not None else None):
+        if end is not None:
+            try:
+                end()
+            except Exception:  # noqa: BLE001 - stopping: what is gone is gone
+                pass
 
 
 def _start_harness(space: SearchSpace, runner, run_dir: Path, progress: Progress):

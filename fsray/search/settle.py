@@ -70,6 +70,7 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
 
     from analysis.verdict import settle_plan, settle_state
     from fsray.errors import RunFailed
+    from fsray.search.signals import check as stop_check
     from fsray.search.store import say_notes
 
     say, st = progress.say, space.settle
@@ -128,6 +129,7 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
             # their seeds have no record, so --resume runs them
             pool.shutdown(wait=False, cancel_futures=True)
         say_notes(store, say)
+        stop_check()   # a stop during the round: no verdict from a round cut short
         plan, rnd = plan_now()
         said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.delta)}" for h, v in plan.configs.items()
                          if h in rows)

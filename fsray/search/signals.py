@@ -27,25 +27,62 @@ os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+_fired: list[int] = []   # the signal that stopped the search in this process (the first)
+
+
+def stopped() -> int | None:
+    """The signal that stopped the running search, if one did."""
+    return _fired[0] if _fired else None
+
+
+def check() -> None:
+    """Raise ``Interrupted`` if a stop signal arrived: the driver calls it between the steps of a
+    search, so that a stop that some library took for an error (the handler's exception raised
+    inside a C extension comes out as a ``SystemError``), or swallowed, still ends the search."""
+    if _fired:
+        raise Interrupted(_fired[0])
+
+
 @contextmanager
 def stop_on_signals():
-    """Within the block, SIGINT/SIGTERM raise ``Interrupted`` (main thread only; elsewhere a no-op)."""
+    """Within the block, SIGINT/SIGTERM raise ``Interrupted`` (main thread only; elsewhere a no-op).
+    Whatever leaves the block after a stop signal leaves as ``Interrupted``, as does a normal exit."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    fired: list[int] = []
+    _fired.clear()
 
     def handler(signum, frame):
-        if fired:   # a second signal while the first one is being handled: stop now
+        if _fired:   # a second signal while the first one is being handled: stop now
             sys.stderr.write(f"fsray: {signal.Signals(signum).name} again: exiting now\n")
             sys.stderr.flush()
             os._exit(128 + signum)
-        fired.append(signum)
+        _fired.append(signum)
         raise Interrupted(signum)
 
     previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
     try:
         yield
+        check()
+    except Interrupted:
+        _no_ray_restart()
+        raise
+    except BaseException:
+        if _fired:   # the stop, dressed up by whatever it went through
+            _no_ray_restart()
+            raise Interrupted(_fired[0]) from None
+        raise
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+        _fired.clear()
+
+
+def _no_ray_restart() -> None:
+    """After a stop, threads still finishing a seed run (a settling round's) find Ray shut down;
+    Ray's auto-init would then start a fresh local instance from them, and the process would wait
+    on it instead of exiting. Turn auto-init off: their calls fail at once and the threads end."""
+    hook = sys.modules.get("ray._private.auto_init_hook")
+    if hook is not None:
+        hook.enable_auto_connect = False
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
