@@ -25,7 +25,7 @@ EMBEDDED_BASE_FILE = ASSETS / "base_l2_d64.pth"
 
 # ----------------------------------------------------------------------------------- the spec
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # inf/nan: never a setting
 
 
 class TaskSpec(_Strict):

@@ -408,3 +408,24 @@ def test_a_full_disk_during_an_append_leaves_no_fragment(tmp_path, monkeypatch):
     assert path.read_bytes() == before and read_records(path).problems == []
     append_record(path, _record(2))
     assert [r["seed"] for r in read_records(path).records] == [0, 1, 2]
+
+
+def test_non_finite_settings_are_refused_before_anything_is_written(tmp_path, capsys):
+    space = {"name": "lr", "task": {"name": "kv_retrieval"}, "seeds": 2, "budget": {"lr": float("inf")},
+             "space": {"alpha_init": {"type": "float", "low": -3.0, "high": -1.0}},
+             "results_dir": str(tmp_path / "runs")}
+    path = tmp_path / "lr.yaml"
+    path.write_text(yaml.safe_dump(space))
+    assert main(["tune", str(path)]) == 2
+    assert "lr" in _one_error_line(capsys).split("error: ", 1)[1]
+    assert not (tmp_path / "runs").exists()          # not even the run directory
+    sim = {**_BASE, "simulated": {"noise_sd": float("nan")}}
+    with pytest.raises(UsageError, match="simulated.noise_sd"):
+        parse_space(sim)
+    with pytest.raises(UsageError, match="fixed"):
+        parse_space({**_BASE, "fixed": {"alpha_init": float("-inf")}})
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text("budget: {lr: .inf}\n")
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "r.jsonl")]) == 2
+    assert "lr" in _one_error_line(capsys)
+    assert not (tmp_path / "r.jsonl").exists()

@@ -66,6 +66,7 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
         check_same_search(run_dir, space)
     if settle_only:
         check_settle_only(space, out)
+    runner = make_runner(space)   # the seed runs' spec validated, the model's depth read: no writes
     if space.settle.enabled and (run_dir / "results.jsonl").exists():
         from analysis.schema import read_records
 
@@ -76,13 +77,13 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
         with quiet_output(run_dir / RAY_LOG, enabled=not debug) as terminal:
             progress = Progress(say, stream=terminal)
             try:
-                return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only)
+                return _run_search(space, run_dir, resume, confirm_seeds, progress, settle_only, runner)
             finally:
                 progress.close()
 
 
 def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: int | None,
-                progress: Progress, settle_only: bool = False) -> dict:
+                progress: Progress, settle_only: bool = False, runner=None) -> dict:
     import ray
 
     from fsray.cluster import start_ray
@@ -100,7 +101,7 @@ def _run_search(space: SearchSpace, run_dir: Path, resume: bool, confirm_seeds: 
         actor = start_store_actor(run_dir, space.baseline_cache, space.objective.model_dump())
         store = StoreClient(actor)
         say_notes(store, say)    # damaged lines set aside when the store opened
-        runner = make_runner(space)   # reads the model's depth once; trials get it handed over
+        runner = runner or make_runner(space)   # reads the model's depth once; trials get it handed over
         if space.trainable == "real":
             harness = runner.client = _start_harness(space, runner, run_dir, progress)
         n_layer = runner.n_layer

@@ -27,7 +27,7 @@ MAX_TRIALS = 100_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)   # inf/nan: never a setting
 
 
 # --- FS knob distributions -------------------------------------------------------------------
