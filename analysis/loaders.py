@@ -77,7 +77,8 @@ _NUMERIC = ("base_acc", "fs_acc", "base_loss", "fs_loss", "base_seq", "fs_seq", 
 # Files a directory walk passes over without a word: pictures, pages, code, configs, checkpoints.
 _IGNORED_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".html", ".htm", ".py", ".yaml",
                      ".yml", ".toml", ".log", ".pkl", ".pt", ".pth", ".ckpt", ".safetensors",
-                     ".md", ".lock", ".db", ".sqlite", ".npz", ".npy", ".parquet", ".pyc"}
+                     ".md", ".lock", ".db", ".sqlite", ".npz", ".npy", ".parquet", ".pyc",
+                     ".damaged"}   # what fsray set aside as unreadable (results.jsonl.damaged, ...)
 # What an fsray search directory holds besides its results (fsray.search.driver): passed over in a
 # directory walk, as is any folder of Ray Tune experiment state.
 RUN_METADATA = {"space.json", "summary.json", "baselines.jsonl"}

@@ -306,6 +306,8 @@ def test_fragments_are_set_aside_by_the_writer_and_nothing_good_is_lost(tmp_path
     # seed 1 has no record any more: it is what a resumed search runs again
     assert store.lookup(_record(1)["config_hash"], 1, "selection") is None
     assert store.append(_record(1)) and read_records(path).problems == []
+    # and the run directory reports clean: what was set aside is not read as results
+    assert main(["report", str(tmp_path), "--format", "json"]) == 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,11 +61,11 @@ def run_search(space: SearchSpace, out: str | None = None, resume: bool = False,
     if settle_only:
         space = space.model_copy(update={"settle": space.settle.model_copy(update={"enabled": True})})
     continuing = resume or settle_only
+    if settle_only:
+        check_settle_only(space, out)
     run_dir = check_run_dir(space, out, continuing, inputs)
     if continuing:
         check_same_search(run_dir, space)
-    if settle_only:
-        check_settle_only(space, out)
     runner = make_runner(space)   # the seed runs' spec validated, the model's depth read: no writes
     if space.settle.enabled and (run_dir / "results.jsonl").exists():
         from analysis.schema import read_records
