@@ -282,29 +282,30 @@ def test_settle_only_and_resume_with_changed_inputs_touch_nothing(ray_local, tmp
 # 3. a damaged or missing Optuna study is rebuilt from the records
 
 
-@pytest.mark.parametrize("damage", ["garbage", "missing"])
-def test_a_damaged_or_missing_study_is_rebuilt_on_resume(ray_local, tmp_path, capfd, damage):
+def test_a_damaged_or_missing_study_is_rebuilt_on_resume(ray_local, tmp_path, capfd):
     import optuna
 
     raw = _space(tmp_path)
-    raw["search"] = {"sampler": "tpe", "sampler_seed": 0, "trials": 3, "concurrency": 1}
+    raw["search"] = {"sampler": "tpe", "sampler_seed": 0, "trials": 2, "concurrency": 1}
     path = _write(tmp_path, raw)
     out = tmp_path / "run"
     assert main(["tune", str(path), "--out", str(out)]) == 0
-    recorded = (out / "results.jsonl").read_bytes()
-    if damage == "garbage":
-        (out / "optuna.db").write_bytes(b"not a database " * 64)
-    else:
-        (out / "optuna.db").unlink()
-    assert main(["tune", str(path), "--out", str(out), "--resume", "--trials", "5"]) == 0
-    printed = capfd.readouterr().out
-    assert "Optuna study rebuilt from the records" in printed
-    assert (out / "results.jsonl").read_bytes().startswith(recorded)   # nothing recorded lost
-    study = optuna.load_study(study_name="faults", storage=f"sqlite:///{out / 'optuna.db'}")
-    assert Counter(t.state.name for t in study.trials) == {"COMPLETE": 5}
-    sel = {r["config_hash"] for r in read_records(out / "results.jsonl").records}
-    assert len(sel) == 5
-    assert (out / "optuna.db.damaged").exists() == (damage == "garbage")
+    for trials, damage in ((3, "garbage"), (4, "missing")):
+        recorded = (out / "results.jsonl").read_bytes()
+        if damage == "garbage":
+            (out / "optuna.db").write_bytes(b"not a database " * 64)
+        else:
+            (out / "optuna.db").unlink()
+        capfd.readouterr()
+        assert main(["tune", str(path), "--out", str(out), "--resume", "--trials", str(trials)]) == 0
+        printed = capfd.readouterr().out
+        assert "Optuna study rebuilt from the records" in printed
+        assert (damage == "garbage") == ("moved to optuna.db.damaged" in printed)
+        assert (out / "results.jsonl").read_bytes().startswith(recorded)   # nothing recorded lost
+        study = optuna.load_study(study_name="faults", storage=f"sqlite:///{out / 'optuna.db'}")
+        assert Counter(t.state.name for t in study.trials) == {"COMPLETE": trials}
+        assert len({r["config_hash"] for r in read_records(out / "results.jsonl").records}) == trials
+    assert (out / "optuna.db.damaged").exists()
 
 
 def test_a_users_study_that_cannot_be_opened_is_refused_with_the_remedy(ray_local, tmp_path, capsys):
