@@ -355,3 +355,57 @@ def test_check_resources_reads_the_nodes():
     check_resources(gpu, cpu_only + [{"Alive": True, "Resources": {"CPU": 4.0, "GPU": 2.0}}], autoscaling=False)
     check_resources(gpu, cpu_only, autoscaling=True)    # a cluster that may add a GPU node
     check_resources(parse_space({**base, "resources": {"cpus_per_worker": 8}}), cpu_only, autoscaling=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# the resume plan, from records alone
+
+
+def test_resume_plan_and_rebuilt_study_follow_the_records(tmp_path):
+    """Finished configurations (every seed, a recorded failure, a no-op, stopped by racing) go into
+    the rebuilt study as Optuna trials with their values; one with seeds missing (killed, or lost with
+    the cluster's capacity: nothing recorded) is enqueued; the trial budget counts configurations."""
+    import optuna
+
+    from fsray.search.evaluate import SimulatedRunner, evaluate_config
+    from fsray.search.resume import plan_resume, rebuild_study
+    from fsray.search.space import parse_space
+    from fsray.search.store import ResultsStore
+    from sim_faults import patch
+
+    raw = _space(tmp_path, racing={"enabled": True, "min_seeds": 2})
+    raw["seeds"] = {"count": 4}
+    raw["search"]["trials"] = 8
+    raw["simulated"]["effects"] = {"fs_layer_start": {"values": {"3": -0.2, "6": 0.05, "8": 0.05}}}
+    space = parse_space(raw)
+    runner = SimulatedRunner(space)
+    store = ResultsStore(str(tmp_path / "run"), space.baseline_cache, space.objective.model_dump())
+    seeds = space.seeds.selection()
+    good = {"fs_layer_start": 8, "alpha_init": -2.0}
+    evaluate_config(space, runner, store, good, seeds)                                   # complete
+    evaluate_config(space, runner, store, {"fs_layer_start": 12, "alpha_init": -2.0}, seeds)  # no-op
+    evaluate_config(space, runner, store, {"fs_layer_start": 3, "alpha_init": -2.0}, seeds)   # raced
+    partial = {"fs_layer_start": 6, "alpha_init": -3.0}
+    evaluate_config(space, runner, store, partial, seeds[:2], race=False)               # killed
+    crash = [{"when": {"fs_layer_start": 6, "alpha_init": -1.5}, "kind": "raise", "at_seed": 1}]
+    with pytest.MonkeyPatch.context() as mp:
+        patch(mp, crash)
+        with pytest.raises(Exception):
+            evaluate_config(space, runner, store, {"fs_layer_start": 6, "alpha_init": -1.5}, seeds)
+
+    n_seeds = Counter(r["config"]["fs_layer_start"] for r in store.all_records())
+    assert n_seeds[3] < 4 and n_seeds[8] == 4   # racing stopped the hopeless one early
+    plan = plan_resume(space, store.all_records())
+    states = Counter(f["state"] for f in plan.finished)
+    assert states == {"COMPLETE": 3, "FAIL": 1}
+    assert plan.unfinished == [partial] and plan.configs == 5
+    assert plan.new_trials == 1 + (8 - 5)     # the unfinished one, then what the budget has left
+
+    rebuild_study(space, tmp_path / "run", plan)
+    study = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path / 'run' / 'optuna.db'}")
+    by_state = Counter(t.state.name for t in study.trials)
+    assert by_state == {"COMPLETE": 3, "FAIL": 1, "WAITING": 1}
+    best = max((t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    assert best.params == good
+    waiting = next(t for t in study.trials if t.state.name == "WAITING")
+    assert waiting.system_attrs["fixed_params"] == partial
