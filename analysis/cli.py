@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                             delta=DEFAULT_DELTA if args.delta is None else args.delta,
                             horizon=DEFAULT_HORIZON if args.max_seeds is None else args.max_seeds,
                             design=args.design, borrow=not args.own_variance)
+    out = _checked_out(args.out, args.paths) if args.out else None   # before reading anything
     loaded = load(_fetched(args.paths))
     try:
         report = build(loaded, options)
@@ -109,10 +110,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     text = render(report, args.format, wide=args.wide or bool(args.out), explain=args.explain,
                   run=_run_context(args.paths))
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+    if out is not None:
+        _write_out(out, text)
         print(f"fsray: wrote {args.format} report of {len(report.summary)} configuration(s) "
               f"to {out}", file=sys.stderr)
     else:
@@ -135,6 +134,8 @@ def _sections(report, args: argparse.Namespace) -> None:
                                                horizon=o.horizon, pairing=args.contrast_pairing))
     if args.across_tasks:
         report.meta = meta.build(report.data, metric=o.metric, method=args.tau2, level=o.level)
+
+
 def _run_context(paths: list[str]):
     """One local search run directory: the answer's command continues it (--settle-only)."""
     from .answer import run_context
@@ -142,6 +143,36 @@ def _run_context(paths: list[str]):
     if len(paths) != 1 or "://" in paths[0] or not Path(paths[0]).is_dir():
         return None
     return run_context(paths[0])
+
+
+def _checked_out(out: str, paths: list[str]) -> Path:
+    """``--out`` never names an input (a file given, or one a given directory holds: writing there
+    would replace results with their report), a directory, or a place that cannot be written."""
+    from fsray.errors import UsageError
+    from fsray.paths import check_output_file
+
+    from .errors import AnalysisInputError
+    from .loaders import Loaded, _expand
+    import pandas as pd
+
+    local = [p for p in paths if "://" not in p]
+    inputs = [*local, *_expand(local, Loaded(pd.DataFrame()))]
+    try:
+        return check_output_file(out, "--out", inputs=inputs)
+    except UsageError as exc:
+        raise AnalysisInputError(str(exc)) from None
+
+
+def _write_out(out: Path, text: str) -> None:
+    from fsray.errors import UsageError
+    from fsray.paths import write_atomic
+
+    from .errors import AnalysisInputError
+
+    try:
+        write_atomic(out, text)   # a full disk never leaves half a report
+    except UsageError as exc:
+        raise AnalysisInputError(str(exc)) from None
 
 
 def _fetched(paths: list[str]) -> list[str]:

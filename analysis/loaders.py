@@ -85,7 +85,8 @@ _NUMERIC = ("base_acc", "fs_acc", "base_loss", "fs_loss", "base_seq", "fs_seq", 
 # Files a directory walk passes over without a word: pictures, pages, code, configs, checkpoints.
 _IGNORED_SUFFIXES = {".png", ".jpg", ".jpeg", ".svg", ".pdf", ".html", ".htm", ".py", ".yaml",
                      ".yml", ".toml", ".log", ".pkl", ".pt", ".pth", ".ckpt", ".safetensors",
-                     ".md", ".lock", ".db", ".sqlite", ".npz", ".npy", ".parquet", ".pyc"}
+                     ".md", ".lock", ".db", ".sqlite", ".npz", ".npy", ".parquet", ".pyc",
+                     ".damaged"}   # what fsray set aside as unreadable (results.jsonl.damaged, ...)
 # What an fsray search directory holds besides its results (fsray.search.driver): passed over in a
 # directory walk, as is any folder of Ray Tune experiment state.
 RUN_METADATA = {"space.json", "summary.json", "baselines.jsonl", "contrast.json"}
@@ -145,7 +146,10 @@ def _expand(paths: Iterable[str | os.PathLike], out: Loaded) -> list[Path]:
     return unique
 
 
-def _read_text(path: Path, out: Loaded) -> str | None:
+def _read_text(path: Path, out: Loaded) -> tuple[str, bool] | None:
+    """(text, whether every byte was UTF-8), or None (the file is skipped, and said why). A file
+    with bytes that are not UTF-8 is decoded with replacement characters for detection only: an
+    fsray store is then read line by line (one damaged line is skipped, not the file)."""
     try:
         if path.stat().st_size > _MAX_BYTES:
             out.skipped.append(f"{path}: larger than {_MAX_BYTES >> 20} MB; not a results file")
@@ -157,15 +161,15 @@ def _read_text(path: Path, out: Loaded) -> str | None:
     if b"\x00" in raw[:4096]:
         out.skipped.append(f"{path}: binary file, not a results file")
         return None
+    clean = True
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        out.skipped.append(f"{path}: not UTF-8 text, not a results file")
-        return None
+        text, clean = raw.decode("utf-8", errors="replace"), False
     if not text.strip():
         out.skipped.append(f"{path}: empty file")
         return None
-    return text
+    return text, clean
 
 
 # --------------------------------------------------------------------------------------------------
@@ -273,8 +277,7 @@ def _settle(rec: dict, key: str) -> float:
 def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
     res = read_records(path)
     out.problems.extend(res.problems)
-    # read_records drops line numbers of the good records: recover them for messages.
-    lines = _record_lines(path)
+    lines = res.lines
     rows = []
     old_semantics = 0
     for k, rec in enumerate(res.records):
@@ -327,19 +330,6 @@ def _init_hash(base, fs) -> str | None:
     b = base.get("init_hash") if isinstance(base, dict) else None
     f = fs.get("init_hash") if isinstance(fs, dict) else None
     return str(b) if b and (f is None or f == b) else None
-
-
-def _record_lines(path: Path) -> list[int]:
-    """Line numbers of the lines of a store that are valid records, in order."""
-    good = []
-    with open(path, encoding="utf-8") as fh:
-        for i, obj in json_lines(fh):
-            try:
-                validate_record(obj)
-            except AnalysisInputError:   # also a line that is not JSON (validate_record wants a dict)
-                continue
-            good.append(i)
-    return good
 
 
 # --------------------------------------------------------------------------------------------------
@@ -496,12 +486,16 @@ def load(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> Loaded:
     rows: list[dict] = []
     legacy_files: list[legacy.LegacyFile] = []
     for path in files:
-        text = _read_text(path, out)
-        if text is None:
+        read = _read_text(path, out)
+        if read is None:
             continue
+        text, clean = read
         fmt, reason = detect(text)
         if fmt is None:
-            out.skipped.append(f"{path}: {reason}")
+            out.skipped.append(f"{path}: {reason if clean else 'not UTF-8 text, not a results file'}")
+            continue
+        if not clean and fmt != "fsray":   # only a results store is read line by line
+            out.skipped.append(f"{path}: not UTF-8 text ({fmt} files are read whole)")
             continue
         out.formats[str(path)] = fmt
         if fmt == "fsray":

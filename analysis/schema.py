@@ -171,10 +171,23 @@ def append_record(path: str | os.PathLike, rec: dict) -> None:
             fh.seek(-1, os.SEEK_END)
             if fh.read(1) != b"\n":
                 prefix = "\n"
+    data = (prefix + line).encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-        os.write(fd, (prefix + line).encode())
-        os.fsync(fd)
+        size = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+            if written != len(data):
+                raise OSError(28, f"short write ({written} of {len(data)} bytes)")
+            os.fsync(fd)
+        except OSError:
+            # a full disk (or a short write) must not leave a fragment: cut the file back to what it
+            # held, so every record before stays whole and the seed simply has no record yet
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                pass
+            raise
     finally:
         os.close(fd)
 
@@ -183,6 +196,8 @@ def append_record(path: str | os.PathLike, rec: dict) -> None:
 class ReadResult:
     records: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # "file:line: what is wrong"
+    lines: list[int] = field(default_factory=list)      # line number of each record, in order
+    bad: list[tuple[int, bytes]] = field(default_factory=list)  # (line number, raw bytes) not read
 
 
 def json_lines(lines: Iterable[str]) -> Iterator[tuple[int, Any]]:
@@ -205,21 +220,37 @@ def not_json(exc: json.JSONDecodeError) -> str:
 
 
 def read_records(path: str | os.PathLike) -> ReadResult:
-    """Read a results store; malformed or truncated lines are reported in ``problems`` and skipped."""
+    """Read a results store; a line that is not a record (truncated, malformed, bytes that are not
+    UTF-8, a record that fails the schema) is reported in ``problems``, kept in ``bad`` and skipped:
+    one damaged line never makes the others unreachable. Lines are split and decoded one by one."""
     out = ReadResult()
     path = Path(path)
     if not path.exists():
         raise AnalysisInputError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for lineno, rec in json_lines(fh):
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
             where = f"{path}:{lineno}"
-            if isinstance(rec, json.JSONDecodeError):
-                out.problems.append(f"{where}: {not_json(rec)}")
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                out.problems.append(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column "
+                                    f"{exc.start + 1}); damaged line skipped")
+                out.bad.append((lineno, raw))
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                out.problems.append(f"{where}: {not_json(exc)}")
+                out.bad.append((lineno, raw))
                 continue
             try:
                 out.records.append(validate_record(rec, where))
+                out.lines.append(lineno)
             except AnalysisInputError as exc:
                 out.problems.append(str(exc))
+                out.bad.append((lineno, raw))
     return out
 
 

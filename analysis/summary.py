@@ -90,6 +90,10 @@ class ReportOptions:
             raise AnalysisInputError(f"--delta must be a positive number, got {self.delta!r}") from None
         if self.design not in verdict.DESIGNS:
             raise AnalysisInputError(f"--design must be one of {verdict.DESIGNS}, got {self.design!r}")
+        if self.metric != "loss" and self.delta >= 1.0:
+            # token and sequence accuracy lie in [0, 1]: an effect of 1 or more can never be seen
+            raise AnalysisInputError(f"--delta must lie in (0, 1) for --metric {self.metric} (an accuracy), "
+                                     f"got {self.delta:g}")
         if (isinstance(self.horizon, bool) or not isinstance(self.horizon, (int, np.integer))
                 or self.horizon < verdict.MIN_SEEDS):
             raise AnalysisInputError(f"--max-seeds must be an integer >= {verdict.MIN_SEEDS}, "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # name -> (module, one-line help). Each module defines EPILOG (examples), add_arguments, run.
@@ -97,6 +98,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from fsray.errors import Interrupted
+
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     try:
@@ -110,6 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fsray: interrupted", file=sys.stderr)
         return 130
+    except Interrupted as exc:   # a search stopped by SIGINT/SIGTERM (fsray.search.signals)
+        print(f"fsray: interrupted by {exc}: the search stopped before its end (nothing was confirmed "
+              f"or summarised); every finished seed is recorded: --resume continues it", file=sys.stderr)
+        # at once: threads still in a seed run are not waited for (nothing they could finish now
+        # would be recorded as more than a record --resume reuses); Ray's processes end with us
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exc.code)
     except SystemExit as exc:  # argparse errors already printed one line; keep its code (2)
         return int(exc.code) if isinstance(exc.code, int) else EXIT_BAD_INPUT
     except BaseException as exc:  # noqa: BLE001 - the CLI boundary: one line, never a traceback

@@ -15,6 +15,18 @@ class CapacityLost(RunFailed):
     runs them again."""
 
 
+class Interrupted(BaseException):
+    """A search stopped by SIGINT or SIGTERM (fsray.search.signals). A ``BaseException``, so that no
+    ``except Exception`` on the way takes it for a failed run; the CLI exits 128 + the signal."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        self.code = 128 + signum
+        super().__init__(signal.Signals(signum).name)
+
+
 def first_line(exc: BaseException, with_type: bool = True) -> str:
     """One line for an exception: ``Type: first line of its message`` (the type alone if it has none).
     Out-of-memory errors of any kind start with "out of memory", so a record says what happened."""

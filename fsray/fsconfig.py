@@ -30,7 +30,7 @@ class FSConfig(BaseModel):
     carry ``fs_semantics`` = ``analysis.schema.FS_SEMANTICS``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     alpha_init: float = -2.0          # initial gate logit, one per layer (sigmoid(-2) = 0.12)
     alpha_lr: float = 0.0             # learning rate of the gates; 0 = fixed gate

@@ -424,8 +424,12 @@ class SeedRunHarness(HarnessClient):
             except Exception:  # noqa: BLE001 - a progress display never stops the harness
                 pass
 
-    def close(self) -> None:
+    def close(self, wait: bool = True) -> None:
+        """End the fits; ``wait=False`` (a search stopped by a signal) does not wait for them."""
         self._closing.set()
+        if not wait:
+            self.dispatcher.close.remote()
+            return
         try:
             ray.get(self.dispatcher.close.remote())
         except Exception:  # noqa: BLE001 - already gone

@@ -25,9 +25,10 @@ EMBEDDED_BASE_FILE = ASSETS / "base_l2_d64.pth"
 
 # ----------------------------------------------------------------------------------- the spec
 class StrictModel(BaseModel):
-    """A section of a spec or a search file: unknown keys are errors, not silently dropped."""
+    """A section of a spec or a search file: unknown keys are errors, not silently dropped; inf
+    and nan are never a setting."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 

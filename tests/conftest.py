@@ -74,8 +74,8 @@ def ray_cluster(tmp_path_factory):
 # `make test` runs two test files at a time (pytest-xdist, --dist loadfile), handing files out in
 # collection order. The longest files (a minute or more each, mostly waiting on Ray) go first, so
 # that the run does not end with one worker alone on one of them; the rest keep their order.
-LONGEST_FIRST = ("test_search_cluster.py", "test_storage.py", "test_local_cluster.py",
-                 "test_search_tune.py", "test_fused.py", "test_harness.py", "test_e2e.py",
+LONGEST_FIRST = ("test_search_cluster.py", "test_search_faults.py", "test_storage.py",
+                 "test_local_cluster.py", "test_search_tune.py", "test_fused.py", "test_harness.py", "test_e2e.py",
                  "test_multinode.py")
 
 

@@ -7,13 +7,15 @@ the same data order, then appends one ``fsray.paired/1`` record to the results s
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import types
+import typing
 from pathlib import Path
-
-import yaml
 
 from fsray.errors import UsageError
 from fsray.fsconfig import FSConfig
+from fsray.yaml_io import load_yaml, load_yaml_file
 
 EPILOG = """examples:
   fsray train                                                  # embedded default, seed 0, default FS
@@ -41,6 +43,47 @@ _SHAPE_FIELDS = ("n_layer", "d_model", "head_size")   # what a checkpoint fixes
 _NO_CHECKPOINT = ("none", "")                           # --checkpoint none: a model from its init
 
 
+MAX_SEEDS = 100_000   # seeds of one call (each is two training runs): a typo never a MemoryError
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``inf``/``nan`` are refused where they are typed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _flag_type(annotation):
+    """(argparse type, choices) of an FSConfig field: ``float | None`` is a float flag; a Literal
+    gives its choices."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _flag_type(inner[0])
+    if annotation is int:
+        return int, None
+    if annotation is float:
+        return finite_float, None
+    if typing.get_origin(annotation) is typing.Literal:
+        return str, list(args)
+    return str, None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument("--config", type=Path, help="YAML file with the spec, fs and seeds")
@@ -50,8 +93,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="extra task option (repeatable), value parsed as YAML")
     g.add_argument("--seeds", default=None, help="seeds: 0,1,2 or 0-4 (default 0)")
     b = p.add_argument_group("model, budget, data")
-    for flag, typ in (("--steps", int), ("--batch-size", int), ("--lr", float), ("--eval-every", int),
-                      ("--max-seconds", float), ("--warmup", int), ("--n-train", int), ("--n-val", int),
+    for flag, typ in (("--steps", int), ("--batch-size", int), ("--lr", finite_float), ("--eval-every", int),
+                      ("--max-seconds", finite_float), ("--warmup", int), ("--n-train", int), ("--n-val", int),
                       ("--n-layer", int), ("--d-model", int), ("--head-size", int), ("--threads", int)):
         b.add_argument(flag, type=typ, default=None)
     b.add_argument("--checkpoint", default=None,
@@ -68,32 +111,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         if field.annotation is bool:
             f.add_argument(flag, dest=f"fs__{name}", action=argparse.BooleanOptionalAction, default=None)
         else:
-            typ = {int: int, float: float}.get(field.annotation, str)
-            choices = getattr(field.annotation, "__args__", None) if typ is str else None
+            typ, choices = _flag_type(field.annotation)
             f.add_argument(flag, dest=f"fs__{name}", type=typ, default=None, choices=choices,
                            metavar=None if choices else name.split("_")[-1].upper(),
                            help=f"default {field.default}")
     o = p.add_argument_group("output and execution")
     o.add_argument("--out", type=Path, default=Path("runs/train/results.jsonl"), help="results store (JSONL)")
-    o.add_argument("--ray-workers", type=int, default=0,
+    o.add_argument("--ray-workers", type=non_negative_int, default=0,
                    help="run through one Ray Train fit with N workers (default: in-process)")
     o.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
 def parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` or ``0-4`` (or both): distinct non-negative seeds, at most MAX_SEEDS of them."""
+    def number(x: str) -> int:
+        try:
+            return int(x)
+        except ValueError:
+            raise UsageError(f"--seeds must look like 0,1,2 or 0-4, got {text!r}") from None
+
     seeds: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else (part, part)
-                seeds.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise UsageError(f"--seeds must look like 0,1,2 or 0-4, got {text!r}") from None
+    for part in (p.strip() for p in text.split(",")):
+        if part.startswith("-"):
+            raise UsageError(f"--seeds must be non-negative integers, got {part!r}")
+        if "-" in part:
+            lo, hi = (number(x) for x in part.split("-", 1))
+            if hi < lo:
+                raise UsageError(f"--seeds range {part!r} is empty (the end is below the start)")
+            if hi - lo + 1 + len(seeds) > MAX_SEEDS:
+                raise UsageError(f"--seeds {part!r}: more than {MAX_SEEDS} seeds")
+            seeds.extend(range(lo, hi + 1))
+        elif part:
+            seeds.append(number(part))
     if not seeds:
         raise UsageError(f"--seeds gave no seed: {text!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds names a seed twice: {text!r}")
     return seeds
 
 
@@ -102,12 +155,9 @@ def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
 
     raw: dict = {}
     if args.config is not None:
-        if not args.config.exists():
+        if not args.config.is_file():
             raise UsageError(f"--config {args.config}: no such file")
-        try:
-            raw = yaml.safe_load(args.config.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise UsageError(f"--config {args.config}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raw = load_yaml_file(args.config, "--config file") or {}   # a key given twice is an error
         if not isinstance(raw, dict):
             raise UsageError(f"--config {args.config}: expected a mapping at the top level")
     fs_raw = dict(raw.pop("fs", None) or {})
@@ -124,7 +174,7 @@ def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
         if "=" not in item:
             raise UsageError(f"--task-option expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        options[key.strip()] = yaml.safe_load(value)
+        options[key.strip()] = load_yaml(value, f"--task-option {key.strip()}")
     task["options"] = options
     spec_dict["task"] = task
     # the model shape asked for, and by whom: the config file's model section, then flags
@@ -154,9 +204,24 @@ def build_inputs(args) -> tuple[object, FSConfig, list[int]]:
         seeds = parse_seeds(args.seeds)
     elif seeds is None:
         seeds = [0]
-    elif not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise UsageError(f"--config: seeds must be a list of integers, got {seeds!r}")
+    elif (not isinstance(seeds, list) or not seeds or len(seeds) > MAX_SEEDS
+          or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+          or len(set(seeds)) != len(seeds)):
+        raise UsageError(f"--config: seeds must be a list of distinct non-negative integers, got {seeds!r}")
     return spec, fs, list(seeds)
+
+
+def _refuse_foreign_store(path: Path) -> None:
+    """Records are appended to ``--out``: an existing non-empty file must be an fsray results store."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    from analysis.schema import SCHEMA
+
+    with open(path, "rb") as fh:
+        head = fh.read(4096)
+    if SCHEMA.encode() not in head:
+        raise UsageError(f"--out {path} exists and is not an fsray results store: give a new file "
+                         f"(or an existing results.jsonl)")
 
 
 def checkpoint_shape(checkpoint: str):
@@ -207,7 +272,12 @@ def run(args) -> int:
     from analysis.schema import append_record
     from fsray.trainer import make_record, run_mode
 
+    from fsray.paths import check_output_file
+
     spec, fs, seeds = build_inputs(args)
+    # before any training: the store must be writable, a file, and fsray's (never --config itself)
+    out = check_output_file(args.out, "--out", inputs=[args.config] if args.config else ())
+    _refuse_foreign_store(out)
     n_layer = spec.model.n_layer if spec.model.checkpoint is None else checkpoint_shape(spec.model.checkpoint).n_layer
     noop = fs.noop_reason(n_layer)
     fs_jobs = noop is None

@@ -220,6 +220,8 @@ def run(args) -> int:
     from fsray.search.driver import run_search
     from fsray.search.space import load_space
 
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
     space = load_space(args.space)
     update = {}
     if args.trials is not None:
@@ -275,7 +277,7 @@ def run(args) -> int:
     try:
         summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,
                              say=None, debug=getattr(args, "debug", False), settle_only=args.settle_only,
-                             callbacks=callbacks)
+                             callbacks=callbacks, inputs=(args.space,))
     finally:
         if started:
             import ray

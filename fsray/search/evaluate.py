@@ -51,6 +51,14 @@ def _finite_run(run: dict | None) -> bool:
                for k in ("token_acc", "seq_acc"))
 
 
+def _unpaired(base: dict | None, run: dict | None) -> bool:
+    """A cached baseline whose data order differs from the FS run's over the same steps."""
+    if not base or not run or not base.get("cached"):
+        return False
+    hashes = base.get("data_hash"), run.get("data_hash")
+    return None not in hashes and base.get("steps") == run.get("steps") and hashes[0] != hashes[1]
+
+
 def _checked_depth(space: SearchSpace, depth: int, source: str) -> int:
     """The model's depth, read once; a search file that says otherwise is an error."""
     if space.n_layer is not None and space.n_layer != depth:
@@ -213,7 +221,7 @@ _IN_FLIGHT_LOCK = threading.Lock()
 def ensure_baselines(runner, store: StoreClient, seeds: list[int]) -> dict[int, dict]:
     """Cached no_fs runs of ``seeds``; the missing ones are trained together and cached (a baseline
     another caller is already training is waited for, not trained twice)."""
-    have = {s: store.baseline(runner.baseline_key(s)) for s in seeds}
+    have = {s: store.baseline(runner.baseline_key(s), s) for s in seeds}
     missing = [s for s, run in have.items() if run is None]
     mine, theirs = [], {}
     with _IN_FLIGHT_LOCK:
@@ -342,7 +350,7 @@ class ConfigEvaluation:
         if reason is None:
             return todo
         for seed in todo:
-            base = self.store.baseline(self.runner.baseline_key(seed))
+            base = self.store.baseline(self.runner.baseline_key(seed), seed)
             self._record(seed, base, None, noop_reason=reason)
         self.look()
         return []
@@ -370,6 +378,13 @@ class ConfigEvaluation:
         if failure is None and not _finite_run(run):
             failure = "diverged: the FS run returned a NaN or infinite metric"
         base = self.baselines[seed]
+        if failure is None and _unpaired(base, run):
+            # a cached baseline that saw other data than this seed's FS run is not its pair: set it
+            # aside and train the right one (the cache key said it was this seed's)
+            self.store.discard_baseline(self.runner.baseline_key(seed), seed,
+                                        f"its data order ({base['data_hash']}) is not seed {seed}'s "
+                                        f"({run['data_hash']})")
+            base = ensure_baselines(self.runner, self.store, [seed])[seed]
         if failure is None and not _finite_run(base):
             failure = f"baseline run failed: {base.get('failure') or 'non-finite metric'}"
         if failure is not None:

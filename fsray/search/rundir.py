@@ -6,11 +6,20 @@ Layout of a run directory::
     <run>/results.jsonl      one fsray.paired/1 record per finished paired seed (the cache)
     <run>/baselines.jsonl    baselines this search trained (the rest came from the shared cache)
     <run>/optuna.db          the Optuna study (SQLite; any SQLAlchemy URL via `optuna_storage:`)
-    <run>/tune/              Tune's experiment state (Tuner.restore on --resume)
+    <run>/tune/              Tune's experiment state of the latest run (a resumed search plans from
+                             the records, not from it: fsray.search.resume; the killed run's is kept
+                             as tune.previous/)
+    <run>/.fsray.lock        held (flock) by the one search running here (fsray.paths.RunLock)
+    <run>/results.jsonl.damaged  lines of the store a crash left unreadable, set aside with why
     <run>/train/             Ray Train's state and the seed runs' resumable state (unless
                              `storage_path:` names a shared location)
     <run>/ray.log            Ray's own output during a search (the terminal gets it with --debug)
     <run>/summary.json, <run>/importance.json
+
+Every path comes from ``fsray.paths`` (the one guard of where fsray writes): the run directory is
+fsray's own or new, never a file, the search file or a folder outside results_dir, and a second
+search on it is refused while one runs. ``check_run_dir`` does every check that needs no write, so
+that bad input touches nothing; ``prepare_run_dir`` then creates it.
 """
 
 from __future__ import annotations
@@ -24,13 +33,19 @@ TUNE_DIR = "tune"
 RAY_LOG = "ray.log"   # Ray's own output during a search (the terminal gets it with --debug)
 
 
-def run_dir_of(space: SearchSpace, out: str | None) -> Path:
-    """The run directory: ``--out``, else ``<results_dir>/<name>``."""
-    return Path(out or Path(space.results_dir) / space.name).expanduser().resolve()
+def run_dir_of(space: SearchSpace, out: str | None, inputs=()) -> Path:
+    """The run directory: ``--out``, else ``<results_dir>/<name>`` (guarded: fsray.paths)."""
+    from fsray.paths import resolve_run_dir
+
+    return resolve_run_dir(out, space.results_dir, space.name, inputs=inputs)
 
 
-def prepare_run_dir(space: SearchSpace, out: str | None, resume: bool) -> Path:
-    run_dir = run_dir_of(space, out)
+def check_run_dir(space: SearchSpace, out: str | None, resume: bool, inputs=()) -> Path:
+    """Every check of the run directory that writes nothing (UsageError, one line, otherwise)."""
+    from fsray.paths import check_run_dir as check_ours
+
+    run_dir = run_dir_of(space, out, inputs)
+    check_ours(run_dir)
     has_run = (run_dir / "results.jsonl").exists() or (run_dir / TUNE_DIR).exists()
     if has_run and not resume:
         raise UsageError(f"{run_dir} already holds a search: pass --resume to continue it, or --out DIR")
@@ -38,7 +53,15 @@ def prepare_run_dir(space: SearchSpace, out: str | None, resume: bool) -> Path:
         raise UsageError(f"--resume: {run_dir} does not exist (nothing to resume)")
     if resume and (run_dir / "results.jsonl").exists():
         _refuse_other_semantics(run_dir / "results.jsonl")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def prepare_run_dir(space: SearchSpace, out: str | None, resume: bool, inputs=()) -> Path:
+    """``check_run_dir``, then the directory created and probed (an OS error is one line)."""
+    from fsray.paths import probe_writable
+
+    run_dir = check_run_dir(space, out, resume, inputs)
+    probe_writable(run_dir, "run directory")
     return run_dir
 
 
@@ -63,7 +86,8 @@ def check_same_search(run_dir: Path, space: SearchSpace) -> None:
     saved = SearchSpace.model_validate_json((run_dir / "space.json").read_text())
     same = {"tuner": True, "settle": True, "objective": {"min_effect"}}
     if saved.model_dump(exclude=same) != space.model_dump(exclude=same):
-        raise UsageError(f"--resume: {run_dir} was made by a different search file")
+        raise UsageError(f"{run_dir} was made by a different search file (what decides a seed run's "
+                         f"result changed): keep the search file, or give a new --out")
 
 
 def write_space(run_dir: Path, space: SearchSpace) -> None:

@@ -31,6 +31,22 @@ def check_settle_only(space: SearchSpace, out: str | None) -> None:
                          f"completed every selection seed): run the search first")
 
 
+def check_settle_horizon(space: SearchSpace, records: list[dict]) -> None:
+    """A shortlisted configuration already settled with another seed horizon cannot go on with this
+    one; checked by the driver before anything is written, and again by ``settle``."""
+    from analysis.verdict import settle_state
+
+    st = space.settle
+    rows = {r["config_hash"]: r for r in shortlist(space, records)}
+    recorded = {h: v for h, v in settle_state(records, metric=space.objective.metric_key).horizon.items()
+                if h in rows and v != st.max_seeds_per_config}
+    if recorded:
+        h, v = next(iter(recorded.items()))
+        raise UsageError(f"settle.max_seeds_per_config is {st.max_seeds_per_config}, but {rows[h]['label']} was "
+                         f"settled with a horizon of {v} seeds: keep {v} (the error rates hold for the "
+                         f"horizon a design started with); raise settle.total_budget to go on")
+
+
 def check_settle_inputs(space: SearchSpace) -> None:
     """Bad settling input is one error line before anything trains."""
     from analysis.errors import AnalysisInputError
@@ -53,6 +69,8 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
 
     from analysis.verdict import settle_plan, settle_state
     from fsray.errors import RunFailed
+    from fsray.search.signals import check as stop_check
+    from fsray.search.store import say_notes
 
     say, st = progress.say, space.settle
     listed = shortlist(space, store.all_records())
@@ -66,13 +84,7 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
     say(f"[tune] settling {len(rows)} configuration(s) on fresh seeds, delta {space.objective.min_effect:g}, "
         f"rounds of {st.round_size}, at most {st.max_seeds_per_config} seeds each")
 
-    recorded = {h: v for h, v in settle_state(store.all_records(), metric=space.objective.metric_key).horizon.items()
-                if h in rows and v != st.max_seeds_per_config}
-    if recorded:
-        h, v = next(iter(recorded.items()))
-        raise UsageError(f"settle.max_seeds_per_config is {st.max_seeds_per_config}, but {rows[h]['label']} was "
-                         f"settled with a horizon of {v} seeds: keep {v} (the error rates hold for the "
-                         f"horizon a design started with); raise settle.total_budget to go on")
+    check_settle_horizon(space, store.all_records())
 
     def plan_now():
         state = settle_state(store.all_records(), metric=space.objective.metric_key)
@@ -106,12 +118,19 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         if not todo:
             break
         new_seeds = sorted({s for seeds in todo.values() for s in seeds})
-        missing = sum(store.baseline(runner.baseline_key(s)) is None for s in new_seeds)
+        missing = sum(store.baseline(runner.baseline_key(s), s) is None for s in new_seeds)
         progress.plan(missing + sum(len(v) for v in todo.values()))
         # baselines and FS runs of the round go out together (evaluate_config trains the missing
         # baselines in the background; configurations needing the same one share its run)
-        with ThreadPoolExecutor(len(todo)) as pool:
+        pool = ThreadPoolExecutor(len(todo), thread_name_prefix="fsray-settle")
+        try:
             list(pool.map(lambda item: run_config(item[0], item[1], rnd), todo.items()))
+        finally:
+            # never wait here for runs in flight: a stop (Ctrl-C, SIGTERM) ends the search at once;
+            # their seeds have no record, so --resume runs them
+            pool.shutdown(wait=False, cancel_futures=True)
+        say_notes(store, say)
+        stop_check()   # a stop during the round: no verdict from a round cut short
         plan, rnd = plan_now()
         said = ", ".join(f"{rows[h]['label']}: {v.label(space.objective.min_effect)}" for h, v in plan.configs.items()
                          if h in rows)

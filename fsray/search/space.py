@@ -12,14 +12,19 @@ import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fsray.errors import UsageError, first_line
 from fsray.fsconfig import FSConfig
+from fsray.paths import NAME_PATTERN
 from fsray.spec import StrictModel
+from fsray.yaml_io import load_yaml_file
 
 FS_KNOBS = tuple(FSConfig.model_fields)
+# Upper bounds of counts: each seed and trial is a training run, so these are far beyond any real
+# search, and keep a typo (`seeds.count: 1e12`) from becoming a MemoryError instead of an error line.
+MAX_SEEDS = 100_000
+MAX_TRIALS = 100_000
 
 
 _Strict = StrictModel   # the one strict base (fsray.spec): unknown keys are errors
@@ -82,10 +87,10 @@ class TaskSection(_Strict):
 class SeedsSection(_Strict):
     """Selection seeds (a count starting at ``start`` or an explicit list) and confirmation seeds."""
 
-    count: int | None = Field(default=None, ge=2)
-    start: int = Field(default=0, ge=0)
-    ids: list[int] | None = None
-    confirm: int = Field(default=0, ge=0)  # fresh seeds for the best config (--confirm-seeds)
+    count: int | None = Field(default=None, ge=2, le=MAX_SEEDS)
+    start: int = Field(default=0, ge=0, le=2**31 - 1 - 2 * MAX_SEEDS)
+    ids: list[int] | None = Field(default=None, max_length=MAX_SEEDS)
+    confirm: int = Field(default=0, ge=0, le=MAX_SEEDS)  # fresh seeds for the best config (--confirm-seeds)
 
     @model_validator(mode="after")
     def _one_of(self):
@@ -94,8 +99,8 @@ class SeedsSection(_Strict):
         if self.ids is not None:
             if len(self.ids) < 2:
                 raise ValueError("seeds.ids needs at least 2 seeds (an interval needs 2)")
-            if len(set(self.ids)) != len(self.ids) or min(self.ids) < 0:
-                raise ValueError("seeds.ids must be distinct non-negative integers")
+            if len(set(self.ids)) != len(self.ids) or min(self.ids) < 0 or max(self.ids) > 2**31 - 1 - MAX_SEEDS:
+                raise ValueError(f"seeds.ids must be distinct integers in [0, {2**31 - 1 - MAX_SEEDS}]")
         return self
 
     def selection(self) -> list[int]:
@@ -118,12 +123,13 @@ class ObjectiveSection(_Strict):
     )
     metric: Literal["acc", "seq"] = "acc"
     level: float = Field(default=0.95, gt=0.5, lt=1.0)
-    interval: str = "t"  # analysis.stats.mean_interval method
+    interval: Literal["t", "bca", "percentile"] = "t"  # analysis.stats.METHODS
     k: float = Field(default=1.0, ge=0.0)  # mean_minus_k_std
     learned_margin: float = Field(default=0.1, ge=0.0)  # breakthrough: above chance by this
     # smallest effect of interest for verdicts (helps / hurts / no effect >= it), metric's units
-    # (the verdicts' delta; YAML key `delta` before)
-    min_effect: float = Field(default=0.01, gt=0.0, allow_inf_nan=False)
+    # (the verdicts' delta; YAML key `delta` before; both metrics are accuracies in [0, 1], so
+    # an effect of 1 or more could never be reached)
+    min_effect: float = Field(default=0.01, gt=0.0, lt=1.0, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -145,8 +151,8 @@ class SettleSection(_Strict):
     enabled: bool = False
     top_k: int = Field(default=2, ge=1)
     round_size: int = Field(default=2, ge=1)            # fresh seeds per configuration per round
-    max_seeds_per_config: int = Field(default=20, ge=3)  # also the sequential design's horizon
-    total_budget: int | None = Field(default=None, ge=1)  # fresh seeds for all configurations
+    max_seeds_per_config: int = Field(default=20, ge=3, le=MAX_SEEDS)  # also the sequential design's horizon
+    total_budget: int | None = Field(default=None, ge=1, le=MAX_SEEDS * MAX_TRIALS)  # fresh seeds for all configurations
     design: Literal["sprt", "spending"] = "sprt"          # analysis.verdict.DESIGNS
     borrow: bool = True                                   # a variance prior over the shortlist
 
@@ -253,8 +259,8 @@ class TunerSection(_Strict):
 
     sampler: Literal["tpe", "random", "qmc", "gp", "cmaes"] = "tpe"
     sampler_seed: int | None = 0
-    trials: int = Field(default=12, ge=1)
-    concurrency: int = Field(default=1, ge=1)
+    trials: int = Field(default=12, ge=1, le=MAX_TRIALS)
+    concurrency: int = Field(default=1, ge=1, le=MAX_TRIALS)
 
 
 class SearchSpace(_Strict):
@@ -298,6 +304,17 @@ class SearchSpace(_Strict):
     @classmethod
     def _renamed(cls, data):
         return _renamed_keys(data, RENAMED)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(NAME_PATTERN, v):
+            shown = v if len(v) <= 40 else v[:37] + "..."
+            raise ValueError(f"{shown!r} must be 1-100 letters, digits, '.', '_' or '-', starting with a "
+                             f"letter or digit (it names the run directory under results_dir)")
+        return v
 
     @field_validator("storage_path")
     @classmethod
@@ -410,13 +427,7 @@ def load_space(path: str | Path) -> SearchSpace:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such search file")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise UsageError(f"{path}:{where}: {problem}") from None
+    raw = load_yaml_file(path, "search file")   # a key given twice is an error, not the last one
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     # the notes go to stdout with the run's other lines: stderr stays one line for an error

@@ -1,7 +1,9 @@
 """The selection: Ray Tune + Optuna trials over the selection seeds.
 
-``select`` trains the selection baselines every trial shares, then runs the Tuner (a fresh one, or
-the run directory's restored on --resume). Each trial (``_trial``) is one FS configuration evaluated
+``select`` trains the selection baselines every trial shares, then runs a Tuner. On --resume the
+Tuner is a fresh one too: what is left to run is planned from the records, and the Optuna study
+rebuilt from them (``fsray.search.resume``), never taken from Tune's saved trial states, which a kill
+leaves RUNNING or ERRORED. Each trial (``_trial``) is one FS configuration evaluated
 over the selection seeds with racing (``fsray.search.evaluate.evaluate_config``); Optuna proposes the
 configurations (``searcher``); ``SearchCallback`` runs in the driver: progress lines, and a failed
 record for a trial whose process died mid-seed.
@@ -21,6 +23,7 @@ from fsray.search.evaluate import StoreClient, ensure_baselines, evaluate_config
 from fsray.search.progress import Progress
 from fsray.search.rundir import TUNE_DIR
 from fsray.search.space import SearchSpace
+from fsray.search.store import say_notes
 from fsray.search.summary import best_row, config_rows, run_counts, short_label
 
 
@@ -31,7 +34,7 @@ from fsray.search.summary import best_row, config_rows, run_counts, short_label
 def _trial(config: dict, space_json: str, store_actor, client=None, baseline_keys: dict | None = None,
            n_layer: int | None = None) -> None:
     """One Tune trial: one FS configuration evaluated over the selection seeds. (Tune names the
-    trials of a run directory after this function: a restored run needs the same name.)"""
+    trials of a run directory after this function: keep the name.)"""
     space = SearchSpace.model_validate_json(space_json)
     runner = make_runner(space, client, n_layer)
     if baseline_keys:
@@ -50,10 +53,10 @@ class SearchCallback(tune.Callback):
     """Progress lines, and a failed record for a trial whose process died mid-seed."""
 
     def __init__(self, store: StoreClient, space: SearchSpace, runner, total: int, say,
-                 on_running: Callable[[int], None] | None = None):
+                 on_running: Callable[[int], None] | None = None, done: int = 0):
         self.store, self.space, self.runner, self.total, self.say = store, space, runner, total, say
         self.on_running = on_running
-        self.done = 0
+        self.done = done   # trials finished before this run (a resumed search)
         self.capacity_lost: str | None = None
         self.running: set[str] = set()
         self.finished: set[str] = set()  # config hashes of finished trials
@@ -83,6 +86,7 @@ class SearchCallback(tune.Callback):
 
     def _line(self, event: str):
         space, store = self.space, self.store
+        say_notes(store, self.say)
         records = store.all_records()
         rows = config_rows(records, space)
         best = best_row(rows)
@@ -123,7 +127,7 @@ class SearchCallback(tune.Callback):
                 from fsray.fsconfig import FSConfig
 
                 rec = runner.make_record(FSConfig(**config), seed,
-                                         store.baseline(runner.baseline_key(seed)), None,
+                                         store.baseline(runner.baseline_key(seed), seed), None,
                                          stage, trial.trial_id, failure=err)
                 store.append(rec)
         self._line(f"trial {trial.trial_id} FAILED")
@@ -146,10 +150,14 @@ def trial_error(trial) -> str:
 # Optuna and the trials' resources
 
 
-def sampler(space: SearchSpace):
+def sampler(space: SearchSpace, resumed: int = 0):
+    """The Optuna sampler. ``resumed``: configurations a resumed search already holds; its sampler
+    is seeded past them (the same seed would propose the first run's configurations again)."""
     import optuna
 
     s = space.tuner
+    if s.sampler_seed is not None and resumed:
+        s = s.model_copy(update={"sampler_seed": s.sampler_seed + resumed})
     if s.sampler == "tpe":
         # constant_liar keeps concurrent trials from all proposing the same point
         return optuna.samplers.TPESampler(seed=s.sampler_seed, constant_liar=s.concurrency > 1,
@@ -177,10 +185,10 @@ def optuna_storage(space: SearchSpace, run_dir: Path):
         raise UsageError(f"storage: cannot open {url!r}: {exc}") from None
 
 
-def searcher(space: SearchSpace, run_dir: Path):
+def searcher(space: SearchSpace, run_dir: Path, resumed: int = 0):
     """Optuna proposes the configurations; each finished trial's user attrs carry its stability
     (``fsray.search.dashboard``: what optuna-dashboard shows beside the objective), read from
-    the source ``select`` registers under the run directory."""
+    the source ``select`` registers under the run directory. ``resumed``: see ``sampler``."""
     from ray.tune.search import ConcurrencyLimiter
 
     from fsray.search.dashboard import StabilityOptunaSearch
@@ -191,7 +199,7 @@ def searcher(space: SearchSpace, run_dir: Path):
     else:
         metric, mode = "objective", "max"
     search = StabilityOptunaSearch(space=optuna_distributions(space), metric=metric, mode=mode,
-                                   sampler=sampler(space), study_name=space.name,
+                                   sampler=sampler(space, resumed), study_name=space.name,
                                    storage=optuna_storage(space, run_dir), attrs_source=str(run_dir))
     return ConcurrencyLimiter(search, max_concurrent=space.tuner.concurrency)
 
@@ -238,11 +246,24 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
     # All selection baselines at once (the worker groups share them out).
     tb = time.perf_counter()
     seeds = space.seeds.selection()
-    missing = sum(store.baseline(runner.baseline_key(s)) is None for s in seeds)
-    progress.plan(missing + space.tuner.trials * len(seeds))
+    trials, done, resumed = space.tuner.trials, 0, 0
+    if resume:
+        # the records are the truth: plan what is left from them and rebuild the Optuna study
+        from fsray.search.resume import plan_resume, rebuild_study, set_aside_tune_state
+
+        plan = plan_resume(space, store.all_records())
+        say(f"[tune] {rebuild_study(space, run_dir, plan)}")
+        set_aside_tune_state(run_dir, TUNE_DIR)
+        trials, done, resumed = plan.new_trials, plan.done, plan.configs
+    missing = sum(store.baseline(runner.baseline_key(s), s) is None for s in seeds)
+    progress.plan(missing + trials * len(seeds))
     ensure_baselines(runner, store, seeds)
     say(f"[tune] baselines ready ({store.baselines_trained()} trained by this search, "
         f"{time.perf_counter() - tb:.1f}s)")
+    say_notes(store, say)
+    if trials == 0:
+        say("[tune] the selection is complete: nothing left to run")
+        return
 
     trainable = tune.with_resources(
         tune.with_parameters(_trial, space_json=space.model_dump_json(), store_actor=actor,
@@ -250,26 +271,16 @@ def select(space: SearchSpace, run_dir: Path, resume: bool, runner, store: Store
                              baseline_keys={s: runner.baseline_key(s) for s in seeds},
                              n_layer=n_layer),
         trial_resources(space))
-    callback = SearchCallback(store, space, runner, space.tuner.trials, say, progress.trials)
-    tune_path = run_dir / TUNE_DIR
-    if resume and tune.Tuner.can_restore(str(tune_path)):
-        # errored trials run again: a configuration that really failed has its failure recorded
-        # and fails again at once, without training; one lost with the cluster's capacity resumes
-        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=True)
-        # Callbacks are not part of the saved state; give the restored run ours.
-        tuner._local_tuner.get_run_config().callbacks = [callback, *more]
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher(space, run_dir),
-                                        num_samples=space.tuner.trials,
-                                        # keep trial processes (and their imports) alive
-                                        reuse_actors=True),
-            run_config=tune.RunConfig(
-                name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback, *more], verbose=0,
-                failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
-        )
+    callback = SearchCallback(store, space, runner, space.tuner.trials, say, progress.trials, done=done)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher(space, run_dir, resumed), num_samples=trials,
+                                    # keep trial processes (and their imports) alive
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR, storage_path=str(run_dir), callbacks=[callback, *more], verbose=0,
+            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+    )
     tuner.fit()
     if callback.capacity_lost:
         from fsray.errors import CapacityLost
