@@ -228,7 +228,7 @@ def test_duplicate_yaml_keys_are_refused_everywhere(tmp_path, capsys):
     (["report", "{run}", "--delta", "2"], "--delta must lie in (0, 1)"),
     (["report", "{run}", "--delta", "inf"], "--delta"),
     (["tune", "{space}", "--top", "-1"], "--top must be >= 1"),
-    (["tune", "{space}", "--delta", "1.5"], "objective.delta"),
+    (["tune", "{space}", "--delta", "1.5"], "objective.min_effect"),
     (["train", "--seeds=-3"], "non-negative"),
     (["train", "--seeds", "0-10000000"], "more than"),
     (["train", "--lr", "inf"], "finite"),
@@ -375,8 +375,8 @@ def test_a_cached_baseline_of_other_data_is_retrained(tmp_path, monkeypatch):
     from fsray.search.evaluate import SimulatedRunner, evaluate_config
 
     real_base, real_fs = simulated.baseline_run, simulated.fs_run
-    monkeypatch.setattr(simulated, "baseline_run", lambda sim, seed: {**real_base(sim, seed), "data_hash": f"d{seed}"})
-    monkeypatch.setattr(simulated, "fs_run", lambda sim, cfg, seed, b: {**real_fs(sim, cfg, seed, b),
+    monkeypatch.setattr(simulated, "baseline_run", lambda sim, seed, *a: {**real_base(sim, seed, *a), "data_hash": f"d{seed}"})
+    monkeypatch.setattr(simulated, "fs_run", lambda sim, cfg, seed, b, *a: {**real_fs(sim, cfg, seed, b, *a),
                                                                          "data_hash": f"d{seed}"})
     space = parse_space({**_BASE, "seeds": {"count": 3}, "baseline_cache": str(tmp_path / "cache")})
     runner = SimulatedRunner(space)

@@ -319,7 +319,7 @@ def test_a_users_study_that_cannot_be_opened_is_refused_with_the_remedy(ray_loca
     capsys.readouterr()
     assert main(["tune", str(path), "--out", str(out), "--resume"]) == 2
     line = _one_error_line(capsys)
-    assert "cannot be opened" in line and "leave `storage:` out" in line
+    assert "cannot be opened" in line and "leave `optuna_storage:` out" in line
 
 
 # ---------------------------------------------------------------------------------------------

@@ -271,8 +271,10 @@ def run(args) -> int:
     from fsray.search.driver import run_dir_of
     from fsray.search.tracking import logger_callbacks
 
-    callbacks = logger_callbacks(space.name, run_dir_of(space, args.out), mlflow_uri=args.mlflow,
-                                 wandb_project=args.wandb)
+    callbacks = []
+    if args.mlflow or args.wandb:   # the run directory's checks come first (inputs: the search file)
+        callbacks = logger_callbacks(space.name, run_dir_of(space, args.out, (args.space,)),
+                                     mlflow_uri=args.mlflow, wandb_project=args.wandb)
     started = start_ray(debug=getattr(args, "debug", False)) if cluster_address() else False
     try:
         summary = run_search(space, out=args.out, resume=args.resume, confirm_seeds=args.confirm_seeds,

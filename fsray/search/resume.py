@@ -53,7 +53,7 @@ def plan_resume(space: SearchSpace, records: list[dict]) -> ResumePlan:
     incumbent = obj.incumbent_bound(groups, n_full, space.objective)
     plan = ResumePlan(configs=len(groups))
     for recs in groups.values():
-        params = {k: recs[0]["config"].get(k) for k in space.space}
+        params = {k: recs[0]["config"].get(k) for k in space.knobs}
         stats = obj.config_stats(recs, space.objective)
         if any(r["status"] == "failed" for r in recs):
             plan.finished.append({"params": params, "values": None, "state": "FAIL"})
@@ -87,7 +87,7 @@ def study_url(space: SearchSpace, run_dir: Path) -> str:
 def rebuild_study(space: SearchSpace, run_dir: Path, plan: ResumePlan, say=None) -> str:
     """A fresh Optuna study under the search's name holding what the records say (see module doc);
     returns a line saying what was done. A study that cannot be opened is rebuilt when it is the run
-    directory's own SQLite file (moved aside first); for a ``storage:`` URL of the user's own, the
+    directory's own SQLite file (moved aside first); for an ``optuna_storage:`` URL of the user's own, the
     error names the exact remedy."""
     import optuna
     from optuna.trial import TrialState, create_trial
@@ -106,7 +106,7 @@ def rebuild_study(space: SearchSpace, run_dir: Path, plan: ResumePlan, say=None)
     except Exception as exc:  # noqa: BLE001 - a damaged or missing study: rebuilt from the records
         if not own_file:
             raise UsageError(f"--resume: the Optuna study at {url!r} cannot be opened ({_first(exc)}): "
-                             f"fix or empty that database, or leave `storage:` out to rebuild the study "
+                             f"fix or empty that database, or leave `optuna_storage:` out to rebuild the study "
                              f"from {run_dir / 'results.jsonl'}") from None
         db = run_dir / STUDY_FILE
         aside = db.with_name(STUDY_FILE + ".damaged")
