@@ -117,6 +117,15 @@ class Report:
     contrasts: list = field(default_factory=list)        # analysis.contrast.Contrasts (--contrast)
     meta: list = field(default_factory=list)             # analysis.meta.MetaResult (--across-tasks)
 
+    def ids_by_hash(self) -> dict:
+        """config hash -> the short id ("C3") the report's tables name it by: what the search's
+        closing table (``fsray.commands.tune.render_summary``) prints beside its own rows, so both
+        tables name a configuration alike."""
+        s = self.summary
+        if "config_hash" not in s.columns:
+            return {}
+        return {h: cid for h, cid in zip(s["config_hash"], s["config_id"])}
+
     @property
     def exit_code(self) -> int:
         """0: everything read; 1: something skipped but a report was produced."""
