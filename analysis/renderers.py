@@ -189,7 +189,7 @@ def _legend_lines(report: Report) -> list[str]:
     lines += issue20_lines(report)
     if o.design == "sprt":
         lines.append(
-            f"verdict: a sequential probability ratio test per configuration: 'helps' / 'hurts' when "
+            f"verdict: helps / hurts when a sequential probability ratio test per configuration finds "
             f"the seeds favour an effect of +{o.delta:g} / -{o.delta:g} over none (≥{o.delta:g}: and "
             f"{2 * o.delta:g} over {o.delta:g}); 'no effect ≥{o.delta:g}' when they favour none over "
             f"both; over every look of up to {o.horizon} seeds, 'helps' or 'hurts' is said wrongly at "
