@@ -36,17 +36,22 @@ DASH = "—"
 # formatting helpers
 
 
-def fmt(v: Any, spec: str = "+.4f") -> str:
-    """A number for people: None/NaN print as a dash."""
+def fmt(v: Any, spec: str = "+.4f", dash: str = DASH) -> str:
+    """A number for people: None/NaN print as ``dash`` (the search's closing table: "-")."""
     if v is None or isinstance(v, str):
-        return DASH if v is None else v
+        return dash if v is None else v
     try:
         f = float(v)
     except (TypeError, ValueError):
         return str(v)
     if not math.isfinite(f):
-        return DASH
+        return dash
     return format(f, spec)
+
+
+def signs_text(n_pos: Any, n_zero: Any, n_neg: Any) -> str:
+    """The +/0/- cell: seeds on which FS raised, kept and lowered the metric."""
+    return f"{n_pos}/{n_zero}/{n_neg}"
 
 
 def _p(v: Any) -> str:
@@ -125,7 +130,7 @@ def table_columns(report: Report) -> list[Column]:
         Column("mean", f"mean d_{m}", [fmt(r["mean"]) for r in rows], f"mean d_{m}"),
         Column("std", "std", [fmt(r["std"], ".4f") for r in rows], "std"),
         Column("ci", ci, [_interval(r["ci_lo"], r["ci_hi"]) for r in rows], ci),
-        Column("signs", "+/0/-", [f"{r['n_pos']}/{r['n_zero']}/{r['n_neg']}" for r in rows],
+        Column("signs", "+/0/-", [signs_text(r["n_pos"], r["n_zero"], r["n_neg"]) for r in rows],
                "+/0/-"),
         Column("sign_p", "sign p", [_p(r["sign_p"]) for r in rows], "sign p"),
         Column("wilcoxon_p", "Wilcoxon p", [_p(r["wilcoxon_p"]) for r in rows], "Wilcoxon p"),
@@ -153,7 +158,8 @@ def table_rows(report: Report) -> tuple[list[str], list[list[str]]]:
     return [c.header for c in cols], [list(r) for r in zip(*(c.cells for c in cols))]
 
 
-def _truncate(s: str, width: int) -> str:
+def truncate(s: str, width: int) -> str:
+    """``s`` cut to ``width`` characters, the last one "…" where it is cut."""
     return s if len(s) <= width else s[: width - 1] + "…"
 
 
@@ -183,7 +189,7 @@ def _legend_lines(report: Report) -> list[str]:
     lines += issue20_lines(report)
     if o.design == "sprt":
         lines.append(
-            f"verdict: a sequential probability ratio test per configuration: 'helps' / 'hurts' when "
+            f"verdict: helps / hurts when a sequential probability ratio test per configuration finds "
             f"the seeds favour an effect of +{o.delta:g} / -{o.delta:g} over none (≥{o.delta:g}: and "
             f"{2 * o.delta:g} over {o.delta:g}); 'no effect ≥{o.delta:g}' when they favour none over "
             f"both; over every look of up to {o.horizon} seeds, 'helps' or 'hurts' is said wrongly at "
@@ -433,7 +439,7 @@ def _truncate_label(s: str, width: int) -> str:
     m = re.search(r" #[0-9a-f]{6}$", s)
     if m and width >= len(m.group()) + 4:
         return s[: width - len(m.group()) - 1] + "…" + m.group()
-    return _truncate(s, max(width, 1))
+    return truncate(s, max(width, 1))
 
 
 def render_table(report: Report, width: int | None = None, wide: bool = False,
@@ -456,7 +462,7 @@ def render_table(report: Report, width: int | None = None, wide: bool = False,
 
     def put(lines, indent=""):
         for x in lines:
-            out.extend(_wrapped(indent + x, fit))
+            out.extend(wrap_line(indent + x, fit))
 
     if explain:
         put(_legend_lines(report) + _family_lines(report))
@@ -485,16 +491,19 @@ def render_table(report: Report, width: int | None = None, wide: bool = False,
     return "\n".join(out) + "\n"
 
 
-def _wrapped(line: str, width: int | None) -> list[str]:
+def wrap_line(line: str, width: int | None, indent: str | None = None) -> list[str]:
+    """``line`` wrapped at ``width`` (None: as it is), its continuation lines indented by
+    ``indent`` (default: two more spaces than the line's own)."""
     if width is None or len(line) <= width:
         return [line]
-    indent = " " * (len(line) - len(line.lstrip()) + 2)
+    if indent is None:
+        indent = " " * (len(line) - len(line.lstrip()) + 2)
     return textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _wide_table(report: Report) -> list[str]:
     header, rows = table_rows(report)
-    cells = [header] + [[_truncate(c, CELL_MAX) for c in row] for row in rows]
+    cells = [header] + [[truncate(c, CELL_MAX) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     out = [SEP.join(h.ljust(w) for h, w in zip(header, widths)),
            SEP.join("-" * w for w in widths)]
@@ -581,7 +590,7 @@ def _fitted_table(report: Report, width: int) -> list[str]:
         order.setdefault(said(heads, i), []).append(i)
     for name, idx in order.items():
         if heads:
-            out.append(_truncate(name + ":", width))
+            out.append(truncate(name + ":", width))
         out.extend(line([bykey[k].cells[i] for k in printed]) for i in idx)
     # every row is told apart by its id; a label cut short is given whole once, by its id
     ids = bykey["id"].cells
@@ -601,7 +610,7 @@ def _fitted_table(report: Report, width: int) -> list[str]:
         note = (f"not shown at {width} columns: {', '.join(left_out)} "
                 "(--wide, or --format md/html/csv/json, shows every column)")
         out.extend(textwrap.wrap(note, width, break_on_hyphens=False))
-    return [x if len(x) <= width else _truncate(x, width) for x in out]
+    return [x if len(x) <= width else truncate(x, width) for x in out]
 
 
 def _md_cell(s: str) -> str:

@@ -92,6 +92,26 @@ def _row_moments(D: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
+def _row_signs(D: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sign counts per row (positive, exactly zero, negative) of a NaN-padded array."""
+    n_pos = (D > 0).sum(axis=1)
+    n_neg = (D < 0).sum(axis=1)
+    return n_pos, n - n_pos - n_neg, n_neg
+
+
+def describe(d) -> dict:
+    """The descriptive numbers of one configuration's paired deltas, as ``summarize`` computes
+    them per group: ``n``, ``mean`` (None when empty), ``std`` (ddof=1; None below 2 deltas) and
+    ``signs`` ``[n_pos, n_zero, n_neg]``. The search's per-configuration rows use it
+    (``fsray.search.objective.config_stats``), so both tables count and average alike."""
+    x = np.asarray(d, dtype=float).reshape(1, -1)
+    n = np.array([x.shape[1]])
+    mean, std = _row_moments(x, n)
+    signs = _row_signs(x, n)
+    return {"n": int(n[0]), "mean": None if n[0] < 1 else float(mean[0]),
+            "std": None if n[0] < 2 else float(std[0]), "signs": [int(c[0]) for c in signs]}
+
+
 # --------------------------------------------------------------------------------------------------
 # intervals
 
@@ -516,9 +536,7 @@ def summarize(df: pd.DataFrame, delta_col: str, group_cols: str | Sequence[str],
     for size in np.unique(n[n > 0]):
         rows = np.flatnonzero(n == size)
         median[rows] = np.median(D[rows, :size], axis=1)
-    n_pos = (D > 0).sum(axis=1)
-    n_neg = (D < 0).sum(axis=1)
-    n_zero = n - n_pos - n_neg
+    n_pos, n_zero, n_neg = _row_signs(D, n)
     sign_p = np.where(n > 0, sign_test_p(n_pos, n_neg), np.nan)
     wil_p = _wilcoxon_p(D, n)
     lo, hi = mean_intervals(D, level, method, n_resamples, seed)

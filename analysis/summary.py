@@ -117,6 +117,15 @@ class Report:
     contrasts: list = field(default_factory=list)        # analysis.contrast.Contrasts (--contrast)
     meta: list = field(default_factory=list)             # analysis.meta.MetaResult (--across-tasks)
 
+    def ids_by_hash(self) -> dict:
+        """config hash -> the short id ("C3") the report's tables name it by: what the search's
+        closing table (``fsray.commands.tune.render_summary``) prints beside its own rows, so both
+        tables name a configuration alike."""
+        s = self.summary
+        if "config_hash" not in s.columns:
+            return {}
+        return {h: cid for h, cid in zip(s["config_hash"], s["config_id"])}
+
     @property
     def exit_code(self) -> int:
         """0: everything read; 1: something skipped but a report was produced."""
@@ -296,7 +305,7 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
     fam_cols = family_columns(summary)
     real = summary[~summary["noop"].astype(bool) & (summary["n"] >= 1)]
     k_of = real.groupby(fam_cols, sort=False).size().to_dict()
-    reuse = _reused_confirmations(data)
+    reuse = _reused_seeds(data)
     groups = {k if isinstance(k, tuple) else (k,): g for k, g in data.groupby(keys, sort=False, dropna=False)}
     out = []
     for _, r in summary.iterrows():
@@ -374,7 +383,7 @@ def _borrowed(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
     dcol = f"d_{options.metric}"
     groups = {k if isinstance(k, tuple) else (k,): pd.to_numeric(g[dcol], errors="coerce").dropna().to_numpy(float)
               for k, g in data.groupby(keys, sort=False, dropna=False)}
-    fam_cols = ["stage", "task"] if "task" in summary.columns else ["stage"]
+    fam_cols = family_columns(summary)
     priors: dict = {}
     for _, fam in summary.groupby(fam_cols, sort=False, dropna=False):
         real = {i: groups.get(tuple(summary.loc[i, k] for k in keys), np.array([]))
@@ -439,12 +448,13 @@ def _splits(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str], options:
     return out
 
 
-def _reused_confirmations(data: pd.DataFrame) -> set:
+def _reused_seeds(data: pd.DataFrame) -> dict:
+    """(task, config hash) -> the selection seeds its confirmation used again (non-empty only)."""
     if "config_hash" not in data.columns:
-        return set()
+        return {}
     sel = data[data["stage"] == "selection"].groupby(["task", "config_hash"])["seed"].agg(set)
     conf = data[data["stage"] == "confirmation"].groupby(["task", "config_hash"])["seed"].agg(set)
-    return {k for k, seeds in conf.items() if k in sel.index and seeds & sel[k]}
+    return {k: seeds & sel[k] for k, seeds in conf.items() if k in sel.index and seeds & sel[k]}
 
 
 def _seeds_overlap(ranked: pd.DataFrame) -> bool:
@@ -458,44 +468,80 @@ def _objects(arr) -> list:
     return [None if v is None or not np.isfinite(v) else float(v) for v in np.asarray(arr, dtype=float)]
 
 
-def _confirmation_reuse(summary: pd.DataFrame, data: pd.DataFrame) -> list[str]:
+def _confirmation_reuse(data: pd.DataFrame) -> list[str]:
     """Confirmation rows whose seeds were already used to select the same configuration."""
     out = []
-    if "config_hash" not in data.columns:
-        return out
-    sel = data[data["stage"] == "selection"].groupby(["task", "config_hash"])["seed"].agg(set)
-    conf = data[data["stage"] == "confirmation"].groupby(["task", "config_hash"])["seed"].agg(set)
-    for key in sorted(_reused_confirmations(data)):
-        seeds = conf[key] & sel[key]
+    reused = _reused_seeds(data)
+    for key in sorted(reused):
         label = data[(data["task"] == key[0]) & (data["config_hash"] == key[1])]["config"].iloc[0]
         out.append(f"{label} ({key[0]}): confirmation reuses selection seed(s) "
-                   f"{sorted(seeds)}: not a fresh-seed confirmation")
+                   f"{sorted(reused[key])}: not a fresh-seed confirmation")
     return out
 
 
+@dataclass
+class _Rows:
+    """The records of a report split by use: ``data`` the paired seeds with the metric's delta
+    (status ok), ``excluded`` the failed and no-op records, ``missing_metric`` the ok seeds
+    without the metric."""
+    data: pd.DataFrame
+    excluded: pd.DataFrame
+    missing_metric: int
+
+
 def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
-    """Statistics of every configuration in ``loaded``; raises AnalysisInputError if none usable."""
+    """Statistics of every configuration in ``loaded``; raises AnalysisInputError if none usable.
+    The steps, in order: the rows, the per-configuration statistics, the breakthrough split, the
+    no-op flags, the family-borrowed variance and variance split, the verdicts, the order, the
+    families (multiplicity, winner's curse, statement), the warnings."""
     options = options or ReportOptions()
-    df = loaded.df
+    rows = _usable_rows(loaded.df, options)
+    keys, shown = group_columns(options, rows.data)
+    flags = _learned_flags(rows.data, options)
+    rows.data["base_learned_eff"] = flags["bl"].where(flags["bt_known"], None).astype(object)
+    rows.data["fs_learned_eff"] = flags["fl"].where(flags["bt_known"], None).astype(object)
+
+    summary = _config_statistics(rows, keys, shown, options)
+    summary = _with_breakthrough(summary, _breakthrough(rows.data, flags, keys, options), keys)
+    summary = _with_noop_flags(summary)
+    summary = _with_family_variance(summary, rows.data, keys, options)
+    summary = pd.concat([summary, _verdicts(summary, rows.data, keys, options)], axis=1)
+    summary = _sort(summary, options)
+    summary["config_id"] = _config_ids(summary, keys)
+    families = _family_adjust(summary, options)
+    summary = summary.drop(columns=["_verdict", "_prior"])
+    warnings = _warnings(summary, rows, shown, options)
+    summary = summary.drop(columns=["_noop_recorded"])
+
+    return Report(options=options, summary=summary.reset_index(drop=True), data=rows.data,
+                  excluded=rows.excluded, families=families, problems=list(loaded.problems),
+                  skipped=list(loaded.skipped), notes=list(loaded.notes), warnings=warnings,
+                  importance=loaded.importance, keys=keys, shown=shown)
+
+
+def _usable_rows(df: pd.DataFrame, options: ReportOptions) -> _Rows:
+    """Step 1: the paired seeds the statistics use and the records left out; raises
+    AnalysisInputError when no seed has the metric's delta."""
     dcol = f"d_{options.metric}"
     ok = df[df["status"] == "ok"]
-    excluded = df[df["status"] != "ok"].copy()
     data = ok[ok[dcol].notna()].copy()
-    missing_metric = len(ok) - len(data)
     if data.empty:
         what = (f"no paired seed has a {METRICS[options.metric]} delta ({dcol})" if len(ok)
                 else "no usable paired seed in the input")
         raise AnalysisInputError(what)
-    keys, shown = group_columns(options, data)
-    flags = _learned_flags(data, options)
-    data["base_learned_eff"] = flags["bl"].where(flags["bt_known"], None).astype(object)
-    data["fs_learned_eff"] = flags["fl"].where(flags["bt_known"], None).astype(object)
+    return _Rows(data=data, excluded=df[df["status"] != "ok"].copy(), missing_metric=len(ok) - len(data))
 
+
+def _config_statistics(rows: _Rows, keys: list[str], shown: list[str], options: ReportOptions) -> pd.DataFrame:
+    """Step 2: one row per configuration, ``analysis.stats.summarize`` of its deltas, with its
+    label, seeds, sources and whether it was pruned or recorded as no-op. Configurations that
+    print alike get their hash shown; for loss, P(improve) is the share of seeds that lowered it."""
+    dcol = f"d_{options.metric}"
     # No-op records (never trained: FS provably changes nothing) join as rows of their own.
-    noop = _noop_rows(excluded, dcol, keys, options)
-    stat_in = data.assign(_noop=False)
+    noop = _noop_rows(rows.excluded, dcol, keys, options)
+    stat_in = rows.data.assign(_noop=False)
     if noop is not None:
-        have = set(map(tuple, data[keys].astype(str).to_numpy()))
+        have = set(map(tuple, rows.data[keys].astype(str).to_numpy()))
         noop = noop[[tuple(x) not in have for x in noop[keys].astype(str).to_numpy()]]
         stat_in = pd.concat([stat_in, noop.assign(_noop=True)], ignore_index=True)
     summary = stats.summarize(stat_in, dcol, keys, level=options.level, method=options.interval,
@@ -516,38 +562,50 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
     if options.metric == "loss":
         # Lower loss is better: P(improve) is the share of seeds where FS lowered the loss.
         summary["p_improve"] = [None if v is None else 1.0 - v for v in summary["p_improve"]]
+    return summary
 
-    bt = _breakthrough(data, flags, keys, options)
+
+def _with_breakthrough(summary: pd.DataFrame, bt: pd.DataFrame | None, keys: list[str]) -> pd.DataFrame:
+    """Step 3: the breakthrough split's ``bt_*`` columns (None where a configuration has none)."""
     if bt is not None:
         summary = summary.merge(bt, on=keys, how="left")
-    for c in BT_COLUMNS:
-        if f"bt_{c}" not in summary.columns:
-            summary[f"bt_{c}"] = None
-    summary = summary.astype({f"bt_{c}": object for c in BT_COLUMNS})
-    summary[[f"bt_{c}" for c in BT_COLUMNS]] = summary[[f"bt_{c}" for c in BT_COLUMNS]].where(
-        summary[[f"bt_{c}" for c in BT_COLUMNS]].notna(), None)
+    cols = [f"bt_{c}" for c in BT_COLUMNS]
+    for c in cols:
+        if c not in summary.columns:
+            summary[c] = None
+    summary = summary.astype({c: object for c in cols})
+    summary[cols] = summary[cols].where(summary[cols].notna(), None)
+    return summary
 
+
+def _with_noop_flags(summary: pd.DataFrame) -> pd.DataFrame:
+    """Step 4: ``noop`` (recorded as no-op, or two or more deltas all exactly 0) and
+    ``_noop_recorded`` (recorded so: the grouped record warning says it, not a guess)."""
     # A zero interval needs two seeds: one delta of exactly 0 may be chance, not a no-op.
     summary["noop"] = summary["noop_status"].astype(bool) | ((summary["n"] >= 2)
                                                             & (summary["n_zero"] == summary["n"]))
-    # recorded as no-op (never trained): said once by the grouped record warning, not guessed at
     summary["_noop_recorded"] = summary["noop_status"].astype(bool)
-    summary = summary.drop(columns=["noop_status"])
+    return summary.drop(columns=["noop_status"])
+
+
+def _with_family_variance(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
+                          options: ReportOptions) -> pd.DataFrame:
+    """Step 5: borrowed variance (the interval becomes the moderated one where it applies) and
+    the variance split of each configuration."""
     borrowed = _borrowed(summary, data, keys, options)
     if "ci_lo" in borrowed.columns:
         summary["ci_lo"], summary["ci_hi"] = borrowed.pop("ci_lo"), borrowed.pop("ci_hi")
-    summary = pd.concat([summary, borrowed, _splits(summary, data, keys, options)], axis=1)
-    summary = pd.concat([summary, _verdicts(summary, data, keys, options)], axis=1)
-    summary = _sort(summary, options)
-    summary["config_id"] = _config_ids(summary, keys)
-    families = _family_adjust(summary, options)
-    summary = summary.drop(columns=["_verdict", "_prior"])
+    return pd.concat([summary, borrowed, _splits(summary, data, keys, options)], axis=1)
 
+
+def _warnings(summary: pd.DataFrame, rows: _Rows, shown: list[str], options: ReportOptions) -> list[str]:
+    """Last step: the report's warnings, in order: single-seed configurations (one line per
+    family), all-zero deltas and bimodal splits per configuration, confirmations reusing
+    selection seeds, seeds without the metric, the records left out."""
     warnings = []
     # Single-seed configurations come in dozens from a one-seed search: one line per stage and task.
     single = summary[summary["n"] < 2]
-    fam_cols = family_columns(summary)
-    for key, fam in single.groupby(fam_cols, sort=False):
+    for key, fam in single.groupby(family_columns(summary), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         labels = ", ".join(str(c) for c in fam["config"]) if "config" in fam.columns else ""
         warnings.append(f"{' / '.join(map(str, key[1:])) or 'all'} [{key[0]}]: {len(fam)} "
@@ -560,17 +618,12 @@ def build(loaded: Loaded, options: ReportOptions | None = None) -> Report:
                             "(a no-op configuration?)")
         if _true(r.get("bt_bimodal")):
             warnings.append(f"{name}: {bimodal.BIMODAL_ADVICE}")
-    warnings.extend(_confirmation_reuse(summary, data))
-    if missing_metric:
-        warnings.append(f"{missing_metric} paired seed(s) have no {METRICS[options.metric]}: "
+    warnings.extend(_confirmation_reuse(rows.data))
+    if rows.missing_metric:
+        warnings.append(f"{rows.missing_metric} paired seed(s) have no {METRICS[options.metric]}: "
                         f"left out of the --metric {options.metric} statistics")
-    warnings.extend(_excluded_warnings(excluded, shown))
-    summary = summary.drop(columns=["_noop_recorded"])
-
-    return Report(options=options, summary=summary.reset_index(drop=True), data=data,
-                  excluded=excluded, families=families, problems=list(loaded.problems),
-                  skipped=list(loaded.skipped), notes=list(loaded.notes), warnings=warnings,
-                  importance=loaded.importance, keys=keys, shown=shown)
+    warnings.extend(_excluded_warnings(rows.excluded, shown))
+    return warnings
 
 
 def _config_ids(summary: pd.DataFrame, keys: list[str]) -> list[str]:

@@ -70,7 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _fmt(x, spec="+.4f") -> str:
-    return "-" if x is None else format(x, spec)
+    """A number of the closing table: the report's formatting, "-" for a missing one."""
+    from analysis.renderers import fmt
+
+    return fmt(x, spec, dash="-")
 
 
 def _params_text(row: dict, knobs, ids: dict | None = None) -> str:
@@ -86,19 +89,14 @@ def _params_text(row: dict, knobs, ids: dict | None = None) -> str:
 def _fitted(lines: list[str], width: int | None, rows: int = 0) -> list[str]:
     """Lines fitted to ``width``: the first ``rows`` (table rows) cut -- the configuration at the
     end of a row is what goes, its id stays and the stability table's key gives it whole -- the
-    others wrapped."""
-    import textwrap
+    others wrapped (the report's ``truncate`` and ``wrap_line``)."""
+    from analysis.renderers import truncate, wrap_line
 
     if not width:
         return lines
     out = []
     for i, x in enumerate(lines):
-        if len(x) <= width:
-            out.append(x)
-        elif i < rows:
-            out.append(x[: width - 1] + "…")
-        else:
-            out.extend(textwrap.wrap(x, width, subsequent_indent="    ", break_on_hyphens=False))
+        out.extend([truncate(x, width)] if i < rows else wrap_line(x, width, indent="    "))
     return out
 
 
@@ -106,6 +104,7 @@ def render_summary(summary: dict, knobs, top: int = 5, ids: dict | None = None,
                    width: int | None = None) -> str:
     """The closing table: top configurations, confirmation, runs, failures, importance.
     ``ids``: config hash -> the stability report's short id; ``width``: fit the lines to it."""
+    from analysis.renderers import signs_text
     from analysis.summary import IMPORTANCE_MIN_CONFIGS
 
     c = summary["counts"]
@@ -117,14 +116,14 @@ def render_summary(summary: dict, knobs, top: int = 5, ids: dict | None = None,
     ]
     for i, r in enumerate(summary["selection"][:top], 1):
         iv = f"[{_fmt(r['lo'])}, {_fmt(r['hi'])}]"
-        signs = "/".join(str(s) for s in r["signs"])
+        signs = signs_text(*r["signs"])
         lines.append(f"{i:>2} {_fmt(r['objective']):>9} {_fmt(r['mean']):>8} "
                      f"{_fmt(r['std'], '.4f'):>7} {iv:>19} {signs:>7} {r['n']:>2} {r['status']:8} "
                      f"{_params_text(r, knobs, ids)}")
     for r in summary["confirmation"]:
         lines.append(f"confirmation on fresh seeds {r['seeds']}: mean d {_fmt(r['mean'])}, spread "
                      f"{_fmt(r['std'], '.4f')}, interval [{_fmt(r['lo'])}, {_fmt(r['hi'])}], "
-                     f"signs {'/'.join(map(str, r['signs']))} ({_params_text(r, knobs, ids)})")
+                     f"signs {signs_text(*r['signs'])} ({_params_text(r, knobs, ids)})")
     lines.append(
         f"training runs: {c['runs_made']} made ({c['fs_runs']} FS, {c['baselines_trained']} baselines; "
         f"{c['noop_seeds_skipped']} no-op seeds skipped, {c['racing_runs_saved']} saved by racing) vs "
@@ -288,7 +287,7 @@ def run(args) -> int:
     run_dir = Path(summary["run_dir"])
     report = stability_report(run_dir)
     width = None if args.wide else _width()
-    ids = {} if report is None else _ids_by_hash(report)
+    ids = {} if report is None else report.ids_by_hash()
     from analysis.answer import answer_lines, run_context
 
     # the command the answer names repeats the flags that change what a settling run does
@@ -315,13 +314,6 @@ def _width() -> int:
     from analysis.renderers import output_width
 
     return output_width()
-
-
-def _ids_by_hash(report) -> dict:
-    s = report.summary
-    if "config_hash" not in s.columns:
-        return {}
-    return {h: cid for h, cid in zip(s["config_hash"], s["config_id"])}
 
 
 def stability_report(run_dir: Path):

@@ -80,9 +80,9 @@ def stability_attrs(space, records: list[dict], params: dict) -> dict:
         attrs["failure"] = str(failed[0].get("failure") or "")[:200]
     if stats["n"] or noop:
         # searches maximise an accuracy (acc / seq): higher is better
-        design = Design(delta=obj.delta, alpha=round(1.0 - obj.level, 12), horizon=DEFAULT_HORIZON,
+        design = Design(delta=obj.min_effect, alpha=round(1.0 - obj.level, 12), horizon=DEFAULT_HORIZON,
                         selected_from=max(int(space.tuner.trials), 1))
         v = verdict(stats["deltas"], design, noop=noop)
-        attrs["verdict"] = v.label(obj.delta)
+        attrs["verdict"] = v.label(obj.min_effect)
         attrs["verdict_basis"] = v.basis
     return attrs

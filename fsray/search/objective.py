@@ -34,21 +34,16 @@ def _learned(run: dict | None, rec: dict, metric_key: str, margin: float) -> boo
 
 def config_stats(records: list[dict], objective: ObjectiveSection) -> dict:
     """n, mean, std, interval, signs and the objective value(s) of one configuration's records."""
-    from analysis.stats import mean_interval
+    from analysis.stats import describe, mean_interval
 
     key = objective.metric_key
     deltas = [d for d in (paired_delta(r, key) for r in records) if d is not None]
     d = np.asarray(deltas, dtype=float)
     n = int(d.size)
-    out = {
-        "n": n,
-        "mean": float(d.mean()) if n else None,
-        "std": float(d.std(ddof=1)) if n >= 2 else None,
-        "lo": None, "hi": None,
-        "signs": [int((d > 0).sum()), int((d == 0).sum()), int((d < 0).sum())],
-        "objective": None,
-        "deltas": deltas,
-    }
+    # n, mean, std and signs as the report's table computes them (analysis.stats)
+    desc = describe(d)
+    out = {"n": n, "mean": desc["mean"], "std": desc["std"], "lo": None, "hi": None,
+           "signs": desc["signs"], "objective": None, "deltas": deltas}
     if records and all(r["status"] == "noop" for r in records):
         # Provably identical to no_fs: free A/A evidence, recorded, but never an objective value
         # (its interval [0, 0] would beat any noisy real configuration's lower bound).

@@ -52,7 +52,7 @@ def plan_resume(space: SearchSpace, records: list[dict]) -> ResumePlan:
             groups.setdefault(rec["config_hash"], []).append(rec)
     incumbent = obj.incumbent_bound(groups, n_full, space.objective)
     plan = ResumePlan(configs=len(groups))
-    for recs in groups.values():
+    for chash, recs in groups.items():
         params = {k: recs[0]["config"].get(k) for k in space.knobs}
         stats = obj.config_stats(recs, space.objective)
         if any(r["status"] == "failed" for r in recs):
@@ -60,8 +60,9 @@ def plan_resume(space: SearchSpace, records: list[dict]) -> ResumePlan:
             continue
         raced = None
         if len(recs) < n_full and space.racing.enabled and not stats.get("noop"):
-            raced = obj.race_decision(stats["deltas"], n_full, incumbent, space.racing,
-                                      space.objective.interval)
+            # the prior the live look judged it with (evaluate.ConfigEvaluation.look)
+            prior = obj.family_prior_of(records, chash, "selection", space.objective)
+            raced = obj.race_decision(stats["deltas"], n_full, incumbent, space.racing, prior=prior)
         if len(recs) < n_full and raced is None:
             plan.unfinished.append(params)
             continue

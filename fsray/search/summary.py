@@ -2,6 +2,16 @@
 
 Computed from ``results.jsonl`` alone, so an interrupted-then-resumed search and an uninterrupted
 one give the same table for the same (config, seed) records.
+
+What this table shares with the report's (``analysis.summary``): n, mean, std and signs are
+``analysis.stats.describe`` (the numbers ``stats.summarize`` gives each report row), the interval is
+``analysis.stats.mean_interval``, a configuration is named by the report's id
+(``Report.ids_by_hash``) and printed with the report's ``fmt`` / ``signs_text`` / ``truncate`` /
+``wrap_line``. What stays its own, on purpose: the rows are the objective's (its level and interval
+method, which a search YAML may set apart from the report's 95% t; the objective value; the
+racing status raced / complete / failed / noop; best first by the objective), and they are needed
+while the search runs (shortlist, confirmation, progress, run counts) from record dicts, many times
+per trial, before any report exists.
 """
 
 from __future__ import annotations
