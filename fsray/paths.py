@@ -45,6 +45,19 @@ def os_reason(exc: OSError) -> str:
     return (exc.strerror or str(exc)).lower()
 
 
+def _resolved(path: Path, inputs, cannot: str, is_input: str) -> tuple[Path, bool]:
+    """``path`` made absolute and whether it is a directory; refused (one line) when the file system
+    cannot resolve it (``cannot (why)``) or when it is one of ``inputs`` (``is_input``)."""
+    try:
+        resolved = path.resolve()
+        is_dir = resolved.is_dir()
+    except OSError as exc:   # a name too long for the file system, a loop of links
+        raise UsageError(f"{cannot} ({os_reason(exc)})") from None
+    if any(Path(inp).expanduser().resolve() == resolved for inp in inputs):
+        raise UsageError(is_input)
+    return resolved, is_dir
+
+
 def resolve_run_dir(out: str | os.PathLike | None, results_dir: str, name: str,
                     inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
     """The absolute run directory: ``out``, else ``<results_dir>/<name>``, refused (UsageError) when
@@ -60,15 +73,9 @@ def resolve_run_dir(out: str | os.PathLike | None, results_dir: str, name: str,
         if not re.fullmatch(NAME_PATTERN, name or "") or resolved.parent != root:
             raise UsageError(f"name {name!r}: the run directory must be one folder inside results_dir "
                              f"({root}), not {resolved}")
-    try:
-        path = path.resolve()
-        is_file = path.exists() and not path.is_dir()
-    except OSError as exc:   # a name too long for the file system, a loop of links
-        raise UsageError(f"{where} {path}: cannot be used as a run directory ({os_reason(exc)})") from None
-    for inp in inputs:
-        if Path(inp).expanduser().resolve() == path:
-            raise UsageError(f"{where} {path} is the search file itself: give a run directory")
-    if is_file:
+    path, is_dir = _resolved(path, inputs, cannot=f"{where} {path}: cannot be used as a run directory",
+                             is_input=f"{where} {path} is the search file itself: give a run directory")
+    if path.exists() and not is_dir:
         raise UsageError(f"{where} {path} is a file, not a run directory: give a new or fsray run directory")
     return path
 
@@ -106,14 +113,8 @@ def check_output_file(path: str | os.PathLike, what: str = "--out", inputs=()) -
     path = Path(path).expanduser()
     if str(path).strip() in ("", "."):
         raise UsageError(f"{what} is empty: give a file")
-    try:
-        resolved = path.resolve()
-        is_dir = resolved.is_dir()
-    except OSError as exc:   # a name too long for the file system, a loop of links
-        raise UsageError(f"{what} {path}: cannot be written ({os_reason(exc)})") from None
-    for inp in inputs:
-        if Path(inp).expanduser().resolve() == resolved:
-            raise UsageError(f"{what} {path} is one of the inputs: write the output somewhere else")
+    resolved, is_dir = _resolved(path, inputs, cannot=f"{what} {path}: cannot be written",
+                                 is_input=f"{what} {path} is one of the inputs: write the output somewhere else")
     if is_dir:
         raise UsageError(f"{what} {path} is a directory: give a file name")
     probe_writable(resolved.parent, f"{what} {path}: folder")
