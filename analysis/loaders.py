@@ -52,7 +52,8 @@ EXTRA_COLUMNS = ("trial_id", "failure", "learned_margin", "learned_metric", "pru
                  # per-item eval outcomes of each run (analysis.evalsplit form) and the eval items
                  # per run where a file states them (the variance split)
                  "base_items", "fs_items", "eval_n",
-                 "settle_design")   # the design a settling search ran (sprt | spending)
+                 "settle_design",   # the design a settling search ran (sprt | spending)
+                 "settle_curtail")  # ... and its curtailment level (absent before it had one)
 
 # Plain tables: accepted column names (lower-cased) for each normalised column.
 COLUMN_ALIASES = {
@@ -274,6 +275,13 @@ def _settle(rec: dict, key: str) -> float:
     return float(v) if isinstance(v, int) and not isinstance(v, bool) else math.nan
 
 
+def _settle_probability(rec: dict, key: str) -> float:
+    """A probability field of the record's ``settle`` object (NaN when absent or not one)."""
+    v = (rec.get("settle") or {}).get(key) if isinstance(rec.get("settle"), dict) else None
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= float(v) < 1.0
+    return float(v) if ok else math.nan
+
+
 def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
     res = read_records(path)
     out.problems.extend(res.problems)
@@ -308,6 +316,7 @@ def _fsray_rows(path: Path, out: Loaded) -> list[dict]:
                                   if isinstance(rec.get("task_options"), dict) else None),
             "init_hash": _init_hash(base, fs),
             "settle_design": (rec.get("settle") or {}).get("design") if isinstance(rec.get("settle"), dict) else None,
+            "settle_curtail": _settle_probability(rec, "curtail"),
             "base_items": (base or {}).get("eval_items") if isinstance(base, dict) else None,
             "fs_items": (fs or {}).get("eval_items") if isinstance(fs, dict) else None,
         }

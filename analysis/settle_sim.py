@@ -103,8 +103,9 @@ def _sprt_verdicts(D: np.ndarray, design: Design, looks, d0, s0sq) -> dict:
     A, B = sprt.thresholds(design.horizon, design.a_effect, design.beta, d0)
     sx = np.cumsum(D, axis=1)[:, lk - 1]
     sxx = np.cumsum(D * D, axis=1)[:, lk - 1]
-    r = sprt.replay(lk, sx, sxx, design.delta, A, B, d0, s0sq)
-    return {"code": r["code"], "n": lk[r["k"]], "ge_delta": r["ge_delta"]}
+    r = sprt.replay(lk, sx, sxx, design.delta, A, B, d0, s0sq, horizon=design.horizon,
+                    curtail=design.curtail)
+    return {"code": r["code"], "n": lk[r["k"]], "ge_delta": r["ge_delta"], "curtailed": r["curtailed"]}
 
 
 def family_verdicts(D: np.ndarray, design: Design, looks: tuple[int, ...], borrow: bool = True) -> dict:
@@ -142,7 +143,7 @@ def family_verdicts(D: np.ndarray, design: Design, looks: tuple[int, ...], borro
                 continue
             r = _look_verdicts(design, looks[: j + 1], sx[sel][:, : j + 1], sxx[sel][:, : j + 1],
                                float(step), s0[:, :, j][sel], D[sel][:, :n])
-            hit = r["code"] != CODES["undecided"]
+            hit = r["stopped"]   # a verdict, or (sprt) curtailed: no more seeds
             idx = tuple(np.asarray(np.nonzero(sel))[:, hit])
             out["code"][idx], out["n"][idx], out["ge_delta"][idx] = r["code"][hit], n, r["ge_delta"][hit]
             done[idx] = True
@@ -154,9 +155,11 @@ def _look_verdicts(design: Design, looks, sx, sxx, d0, s0sq, D) -> dict:
     of now (as ``verdict.verdict`` does)."""
     if design.kind == "sprt":
         A, B = sprt.thresholds(design.horizon, design.a_effect, design.beta, d0)
-        r = sprt.replay(np.asarray(looks), sx, sxx, design.delta, A, B, d0, s0sq)
-        return {"code": r["code"], "ge_delta": r["ge_delta"]}
-    return _first_crossing(*_decide(D, tuple(looks), design, d0, s0sq), looks)
+        r = sprt.replay(np.asarray(looks), sx, sxx, design.delta, A, B, d0, s0sq,
+                        horizon=design.horizon, curtail=design.curtail)
+        return {"code": r["code"], "ge_delta": r["ge_delta"], "stopped": r["stopped"]}
+    r = _first_crossing(*_decide(D, tuple(looks), design, d0, s0sq), looks)
+    return {**r, "stopped": r["code"] != CODES["undecided"]}
 
 
 def fixed_family_verdicts(D: np.ndarray, design: Design, n: int) -> dict:

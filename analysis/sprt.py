@@ -31,6 +31,18 @@ hold for any looks fixed without seeing the deltas, and a verdict once reached s
 seeds are added. The LLR at ``mu = delta`` against ``-B`` is the LLR at ``mu = 0`` against ``+B``
 mirrored (``x -> delta - x``), so one calibration serves both thresholds. At the horizon an
 uncrossed configuration is undecided.
+
+Curtailment (``p_decide``). Seeds spent on a configuration the horizon will not decide buy
+nothing: at a look without a verdict, the design stops the configuration, undecided, when the
+predictive probability that the look at the horizon decides it is below ``CURTAIL`` (5%). That
+probability takes the mean at the horizon as normal around today's mean (the unknown mean's
+spread plus the seeds still to come, ``v (H - n) / (n H)``) and the variance at an optimistic
+(lower, ``CURTAIL_VARIANCE_QUANTILE``) bound, so a spread overestimated at 3 seeds does not stop a
+configuration that would decide. Stopping without a verdict can only remove verdicts: every
+verdict a curtailed design gives, the uncurtailed one gives on the same seeds, so the error rates
+above hold unchanged (``tests/test_sprt.py``); what it buys is seeds, most on all-or-nothing seeds,
+where one seed that learned where its baseline did not makes the spread too large for 20 seeds
+(``bench/settle_efficiency.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +65,11 @@ _PATHS = 1 << 16
 # calibrated either way; this only buys efficiency (bench/settle_efficiency.py; 0 turns it off).
 VARIANCE_QUANTILE = 0.2
 _PATH_SEED = 20261204
+# Curtailment: stop an undecided configuration when the horizon look would decide it with a
+# predictive probability below CURTAIL (0: never), the variance taken at this lower quantile
+# (optimistic for deciding: a stop needs even a small spread to leave the horizon undecided).
+CURTAIL = 0.05
+CURTAIL_VARIANCE_QUANTILE = 0.2
 
 
 def llr(n, sx, sxx, mu0, mu1, d0: float = 0.0, s0sq: float = math.nan):
@@ -113,14 +130,19 @@ def thresholds(horizon: int, a_effect: float, beta: float, prior_df: float = 0.0
 CODES = {"helps": 0, "hurts": 1, "no effect": 2, "undecided": 3}
 
 
-def replay(looks, sx, sxx, delta: float, A: float, B: float, d0=0.0, s0sq=math.nan) -> dict:
+def replay(looks, sx, sxx, delta: float, A: float, B: float, d0=0.0, s0sq=math.nan,
+           horizon: int | None = None, curtail: float = 0.0) -> dict:
     """The design over looks (last axis; ``looks`` the seed counts, ``sx`` / ``sxx`` the oriented
     deltas' running sums there, ``[..., K]``; ``d0`` / ``s0sq`` broadcast against ``[...]``).
 
     A side whose LLR has once fallen to ``-B`` is closed (the seeds favoured no effect over an
     effect that way) and stays closed: "helps" needs the "+delta" side still open when it crosses
-    ``+A``; "no effect" needs both sides closed, at the same look or not. Returns ``code``
-    (``CODES``), ``k`` (index of the deciding look, the last when undecided), ``ge_delta``."""
+    ``+A``; "no effect" needs both sides closed, at the same look or not. With ``curtail`` > 0 (and
+    the ``horizon``), an undecided look before the horizon whose ``p_decide`` is below ``curtail``
+    stops the configuration there, undecided. Returns ``code`` (``CODES``), ``k`` (index of the
+    deciding or stopping look, the last when it ran on), ``ge_delta``, ``stopped`` (a verdict or a
+    curtailment ended it), ``curtailed`` and, with the horizon, ``p_decide_last`` (``p_decide`` at
+    the last look)."""
     looks = np.asarray(looks, dtype=float)
     sx, sxx = np.asarray(sx, dtype=float), np.asarray(sxx, dtype=float)
     d0 = np.asarray(d0, dtype=float)[..., None]
@@ -136,9 +158,16 @@ def replay(looks, sx, sxx, delta: float, A: float, B: float, d0=0.0, s0sq=math.n
     hurts = (dn >= A) & open_dn & ~helps
     equiv = closed_up & closed_dn & ~helps & ~hurts
     any_ = helps | hurts | equiv
-    decided = any_.any(axis=-1)
-    k = np.where(decided, np.argmax(any_, axis=-1), looks.size - 1)
+    stop = any_
+    pd = None
+    if horizon is not None:
+        pd = p_decide(looks, sx, sxx, delta, A, B, d0, s0sq, closed_up, closed_dn, horizon)
+        if curtail > 0:
+            stop = any_ | ((pd < curtail) & (looks < horizon))
+    stopped = stop.any(axis=-1)
+    k = np.where(stopped, np.argmax(stop, axis=-1), looks.size - 1)
     pick = lambda a: np.take_along_axis(a, k[..., None], axis=-1)[..., 0]  # noqa: E731
+    decided = stopped & pick(any_)
     code = np.full(k.shape, CODES["undecided"])
     code = np.where(decided & pick(equiv), CODES["no effect"], code)
     code = np.where(decided & pick(hurts), CODES["hurts"], code)
@@ -146,7 +175,50 @@ def replay(looks, sx, sxx, delta: float, A: float, B: float, d0=0.0, s0sq=math.n
     ge_up = _llr_any(looks, sx, sxx, delta, 2 * delta, d0, s0sq) >= A
     ge_dn = _llr_any(looks, sx, sxx, -delta, -2 * delta, d0, s0sq) >= A
     ge = np.where(code == CODES["helps"], pick(ge_up), np.where(code == CODES["hurts"], pick(ge_dn), False))
-    return {"code": code, "k": k, "ge_delta": ge, "llr_up": pick(up), "llr_dn": pick(dn)}
+    return {"code": code, "k": k, "ge_delta": ge, "llr_up": pick(up), "llr_dn": pick(dn),
+            "stopped": stopped, "curtailed": stopped & ~decided,
+            "p_decide_last": None if pd is None else pd[..., -1]}
+
+
+def p_decide(n, sx, sxx, delta: float, A: float, B: float, d0, s0sq, closed_up, closed_dn,
+             horizon: int) -> np.ndarray:
+    """Predictive probability that the look at ``horizon`` gives a verdict, after ``n`` seeds with
+    running sums ``sx`` / ``sxx`` (arrays broadcast; ``closed_up`` / ``closed_dn``: the sides the
+    looks so far closed). The variance is the moderated one at its lower
+    ``CURTAIL_VARIANCE_QUANTILE`` bound; the mean at the horizon is normal around today's with
+    variance ``v (H - n) / (n H)``; at the horizon "helps" needs ``LLR(+delta) >= A``, "hurts"
+    ``LLR(-delta) >= A``, "no effect" both sides at ``<= -B`` (a side closed already stays so)."""
+    n = np.asarray(n, dtype=float)
+    H = float(horizon)
+    sx, sxx = np.asarray(sx, dtype=float), np.asarray(sxx, dtype=float)
+    d0 = np.asarray(d0, dtype=float)
+    s0sq = np.asarray(s0sq, dtype=float)
+    m = sx / n
+    own = np.maximum(sxx - sx * sx / n, 0.0)
+    inf = np.isinf(d0)
+    use = (d0 > 0) & ~inf
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nu = np.where(inf, np.inf, np.where(use, d0, 0.0) + n - 1)
+        v = (np.where(use, d0 * np.nan_to_num(s0sq), 0.0) + own) / np.where(inf, 1.0, nu)
+        v = np.where(inf, s0sq, v)
+        low = np.where(inf, 1.0, special.chdtri(np.where(inf, 1.0, nu), 1.0 - CURTAIL_VARIANCE_QUANTILE)
+                       / np.where(inf, 1.0, nu))
+        v = np.maximum(v * low, 1e-300)
+        # the plug-in variance the horizon look would use for this variance (analysis: its nu)
+        nu_h = np.where(inf, np.inf, np.where(use, d0, 0.0) + H - 1)
+        v_h = v * (np.where(inf, 1.0, nu_h / special.chdtri(np.where(inf, 1.0, nu_h), 1.0 - VARIANCE_QUANTILE))
+                   if VARIANCE_QUANTILE else 1.0)
+        sd = np.sqrt(v * np.maximum(H - n, 0.0) / (n * H))
+        sd = np.maximum(sd, 1e-300)
+        cross = delta / 2.0 + A * v_h / (H * delta)       # |mean at H| beyond this: an effect
+        close = delta / 2.0 - B * v_h / (H * delta)       # mean at H below this closes "+delta"
+        cdf = special.ndtr
+        p_help = np.where(closed_up, 0.0, cdf((m - cross) / sd))
+        p_hurt = np.where(closed_dn, 0.0, cdf((-cross - m) / sd))
+        hi = np.where(closed_up, np.inf, close)
+        lo = np.where(closed_dn, -np.inf, -close)
+        p_none = np.where(hi > lo, np.clip(cdf((hi - m) / sd) - cdf((lo - m) / sd), 0.0, 1.0), 0.0)
+    return np.clip(p_help + p_hurt + p_none, 0.0, 1.0)
 
 
 def _llr_any(n, sx, sxx, mu0, mu1, d0, s0sq):

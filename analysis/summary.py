@@ -325,7 +325,9 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
                 selected_from = max(int(k_of.get(sel_key, 1)), 1)
                 basis = (f"Bonferroni over {selected_from} (confirmation reuses selection seeds)"
                          if selected_from > 1 else "reuses selection seeds")
-        horizon, kind = options.horizon, options.design
+        # Curtailment is a settling loop's stopping choice: flagged only where the records say a
+        # settling ran with it (older settlings and as-measured seeds: never).
+        horizon, kind, curtail = options.horizon, options.design, 0.0
         deltas, looks = [], None
         if g is not None:
             rounds = pd.to_numeric(g["settle_round"], errors="coerce")
@@ -339,10 +341,13 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
                 horizon = int(hz.max())
             ran = [x for x in g["settle_design"] if x in verdict.DESIGNS]
             kind = ran[0] if ran else options.design   # replay the design a settling ran
+            cut = pd.to_numeric(g["settle_curtail"], errors="coerce").dropna()
+            if len(cut):
+                curtail = float(cut.iloc[-1])
         design = verdict.Design(delta=options.delta, alpha=level_alpha,
                                 horizon=max(horizon, verdict.MIN_SEEDS),
                                 higher_is_better=options.metric != "loss", selected_from=selected_from,
-                                kind=kind)
+                                kind=kind, curtail=curtail)
         v = verdict.verdict(deltas, design, looks, noop=bool(r["noop"]), prior=r["_prior"], estimate=True)
         v.basis = basis
         out.append(v)

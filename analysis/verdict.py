@@ -127,6 +127,10 @@ class Design:
     higher_is_better: bool = True     # False for loss: FS helps when the delta is negative
     selected_from: int = 1            # K > 1: Bonferroni over K candidates for helps / hurts
     kind: str = DEFAULT_DESIGN        # "sprt" | "spending"
+    # sprt: stop an undecided configuration when the horizon would decide it with a predictive
+    # probability below this (analysis.sprt.p_decide; 0: never, for seeds not run by a settling
+    # loop; settle_plan's default is sprt.CURTAIL). Verdicts do not depend on it.
+    curtail: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "delta", check_delta(self.delta))
@@ -140,6 +144,10 @@ class Design:
         object.__setattr__(self, "horizon", int(self.horizon))
         if int(self.selected_from) < 1:
             raise AnalysisInputError(f"selected_from must be >= 1, got {self.selected_from}")
+        c = self.curtail
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not (0.0 <= float(c) < 1.0):
+            raise AnalysisInputError(f"curtail must be a probability in [0, 1), got {c!r}")
+        object.__setattr__(self, "curtail", float(c))
 
     @property
     def a_effect(self) -> float:
@@ -187,6 +195,8 @@ class Verdict:
     estimate: float | None = None     # stopping-aware (median-unbiased) estimate of the mean
     est_lo: float | None = None       # ... and its 1 - alpha interval (analysis.stopped)
     est_hi: float | None = None
+    p_decide: float | None = None     # sprt, undecided: predictive chance the horizon look decides
+    curtailed: bool = False           # ... below the design's curtail: settling stops it here
 
     def label(self, delta: float | None = None) -> str:
         """Short printed form: helps (>= d), no effect (< d), undecided (+4), no-op (A/A)."""
@@ -198,8 +208,9 @@ class Verdict:
         if self.verdict == "no-op":
             return "no-op (A/A)"
         if self.seeds_to_decide is None:
-            return "undecided"
-        return f"undecided (+{self.seeds_to_decide}{'' if self.within_horizon else '!'})"
+            return "undecided (stopped)" if self.curtailed else "undecided"
+        return (f"undecided ({'stopped, ' if self.curtailed else ''}+{self.seeds_to_decide}"
+                f"{'' if self.within_horizon else '!'})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -279,7 +290,7 @@ def verdict(deltas: Sequence[float], design: Design | None = None,
     interval (``analysis.stopped``) once settled (decided, or undecided at the horizon)."""
     out = _verdict(deltas, design or Design(), looks, noop, prior)
     if estimate and out.n >= MIN_SEEDS and out.verdict != "no-op" and (
-            out.verdict != "undecided" or out.n >= (design or Design()).horizon):
+            out.verdict != "undecided" or out.curtailed or out.n >= (design or Design()).horizon):
         _add_estimate(out, np.asarray(list(deltas), dtype=float), design or Design(), prior)
     return out
 
@@ -395,7 +406,10 @@ def _verdict_sprt(out: Verdict, g: np.ndarray, design: Design, d0: float, s0sq: 
     A, B = sprt.thresholds(design.horizon, design.a_effect, design.beta, d0)
     lk = np.asarray(looks)
     sx, sxx = np.cumsum(g)[lk - 1], np.cumsum(g * g)[lk - 1]
-    r = sprt.replay(lk, sx[None], sxx[None], design.delta, A, B, d0, s0sq)
+    # The verdict is the SPRT's over every look taken (curtailment only stops settling, so seeds
+    # past a curtailed look, if any were run, still count); the chance the horizon decides is
+    # judged at the last look.
+    r = sprt.replay(lk, sx[None], sxx[None], design.delta, A, B, d0, s0sq, horizon=design.horizon)
     code, k = int(r["code"][0]), int(r["k"][0])
     nk = looks[k]
     m, var, df = moderated_moments(g, nk, d0, s0sq)
@@ -406,7 +420,16 @@ def _verdict_sprt(out: Verdict, g: np.ndarray, design: Design, d0: float, s0sq: 
         if nk < g.size:
             out.note = f"decided at {nk} seeds; the {g.size - nk} seed(s) after that look do not change it"
         return
+    if looks[-1] < design.horizon:
+        out.p_decide = float(r["p_decide_last"][0])
+        if out.p_decide < design.curtail:
+            out.curtailed = True
     _project_sprt(out, g, design, looks, sx, sxx, A, B, d0, s0sq)
+    if out.curtailed:
+        chance = f"{out.p_decide:.0%}" if out.p_decide >= 0.01 else "under 1%"
+        stop = (f"stopped at {looks[-1]} seeds: the {design.horizon}-seed horizon would decide it "
+                f"with probability {chance} (< {design.curtail:.0%})")
+        out.note = stop + ("; " + out.note if out.note else "")
 
 
 def _fill_plain(out: Verdict, sign: float, m: float, var: float, df: float, n: int,
@@ -619,7 +642,7 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
                 selected_from: int = 1, higher_is_better: bool = True,
                 what: str = "this task", design: str = DEFAULT_DESIGN,
                 priors: Mapping[str, Prior] | None = None, borrow: bool = True,
-                estimate: bool = True) -> SettlePlan:
+                estimate: bool = True, curtail: float = sprt.CURTAIL) -> SettlePlan:
     """Verdicts now and the next round: ``plan.round()`` maps each undecided configuration with
     budget left to the seeds to run next (``round_size``, at least enough for a first look of
     ``MIN_SEEDS``, capped by ``max_seeds_per_config``). With ``total_budget`` (seeds left in all),
@@ -630,13 +653,16 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
     are one family (one task, model, budget, metric, stage); with ``borrow`` each gets the prior
     ``analysis.shrinkage.family_priors`` fits from the others (no-ops left out), unless
     ``priors`` gives them; a family too small to fit one judges each on its own variance.
-    ``estimate``: each settled configuration's stopping-aware estimate (``analysis.stopped``)."""
+    ``estimate``: each settled configuration's stopping-aware estimate (``analysis.stopped``).
+    ``curtail`` (sprt): an undecided configuration the horizon would decide with a predictive
+    probability below it gets no more seeds (``Verdict.curtailed``; 0: run every one to the horizon)."""
     if isinstance(round_size, bool) or int(round_size) != round_size or round_size < 1:
         raise AnalysisInputError(f"round_size must be a positive integer, got {round_size!r}")
     if total_budget is not None and (int(total_budget) != total_budget or total_budget < 0):
         raise AnalysisInputError(f"total_budget must be a non-negative integer, got {total_budget!r}")
     design = Design(delta=delta, alpha=alpha, horizon=max_seeds_per_config,
-                    higher_is_better=higher_is_better, selected_from=selected_from, kind=design)
+                    higher_is_better=higher_is_better, selected_from=selected_from, kind=design,
+                    curtail=curtail)
     noop = set(noop)
     looks_by_config = looks_by_config or {}
     if priors is None and borrow:
@@ -648,7 +674,9 @@ def settle_plan(deltas_by_config: Mapping[str, Sequence[float]], delta: float = 
                     estimate=estimate)
         if v.verdict == "undecided":
             left = design.horizon - v.n
-            if left > 0:
+            if v.curtailed:
+                pass      # the horizon would not decide it: no more seeds (v.note says so)
+            elif left > 0:
                 v.seeds_to_add = min(left, max(int(round_size), MIN_SEEDS - v.n))
             elif not v.note:
                 v.note = f"seed budget of {design.horizon} per configuration spent"

@@ -6,8 +6,10 @@ every round of ``--round`` seeds, up to the horizon):
 * ``spending``: today's design before issue 20 (alpha spending on t statistics, each configuration
   on its own variance);
 * ``sprt``: the truncated SPRT (``analysis.sprt``) on each configuration's own variance;
-* ``sprt+borrow``: the SPRT with the family's variance prior (``analysis.shrinkage``): the
-  settling default, where a family has 4 or more configurations.
+* ``sprt+borrow``: the SPRT with the family's variance prior (``analysis.shrinkage``);
+* ``+curtail``: the same, stopping a configuration, undecided, once the horizon would decide it
+  with a predictive probability below 5% (``analysis.sprt.p_decide``): the settling default, where
+  a family has 4 or more configurations.
 
 Each scenario is a family of ``--family`` configurations (10) with known true mean deltas and a
 paired-delta model, replicated ``--reps`` times. Comparators: the smallest fixed n whose single look
@@ -39,10 +41,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis import settle_sim as ss  # noqa: E402
+from analysis import sprt  # noqa: E402
 from analysis.verdict import DEFAULT_DELTA, Design  # noqa: E402
 
 MAX_FIXED = 80
-DESIGNS = ("spending", "sprt", "sprt+borrow")
+DESIGNS = ("spending", "sprt", "sprt+borrow", "+curtail")
 
 
 def run_family(truths: list[tuple[float, float]], make, design: Design, looks, reps: int, rng) -> dict:
@@ -55,8 +58,9 @@ def run_family(truths: list[tuple[float, float]], make, design: Design, looks, r
                                   for g in range(G)])
     out = {}
     for name in DESIGNS:
-        d = replace(design, kind="spending" if name == "spending" else "sprt")
-        if name.endswith("borrow"):
+        d = replace(design, kind="spending" if name == "spending" else "sprt",
+                    curtail=sprt.CURTAIL if name == "+curtail" else 0.0)
+        if name in ("sprt+borrow", "+curtail"):
             r = ss.family_verdicts(D[:, :, :H], d, looks, borrow=True)
         else:
             flat = ss.sequential_verdicts(D[:, :, :H].reshape(R * G, H), d, looks)

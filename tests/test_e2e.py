@@ -80,7 +80,7 @@ def test_shrunken_demo_search_then_report(tmp_path):
     fresh = [r for r in recs if r["stage"] == "confirmation"]
     assert sorted(r["seed"] for r in fresh) == [2, 3, 4]
     assert len({r["config_hash"] for r in fresh}) == 1 and fresh[0]["config_hash"] == summary["best"]["config_hash"]
-    assert all(r["settle"] == {"round": 0, "horizon": 20, "design": "sprt"} for r in fresh)
+    assert all(r["settle"] == {"round": 0, "horizon": 20, "design": "sprt", "curtail": 0.05} for r in fresh)
     (settled,) = summary["settle"]["configs"]
     assert settled["n"] == 3 and settled["verdict"] in ("helps", "hurts", "no effect", "undecided", "no-op")
     assert "settled on fresh seeds" in tune.stdout and "no_fs on the selection seeds [0, 1]" in tune.stdout

@@ -51,12 +51,41 @@ def test_settling_decides_the_shortlist_and_resume_replays_its_looks(ray_local, 
     selection_seeds = set(space.seeds.selection())
     assert fresh and not {r["seed"] for r in fresh} & selection_seeds         # never the seeds that chose it
     assert all(r["settle"]["horizon"] == 12 and r["settle"]["round"] >= 0 for r in fresh)
+    assert all(r["settle"]["curtail"] == 0.05 and r["settle"]["design"] == "sprt" for r in fresh)
     n_before = len(records)
     # resuming a settled search trains nothing more and reaches the same verdicts from the records
     again = run_search(space, out=str(tmp_path / "run"), resume=True, say=lambda s: None)
     assert len(read_records(tmp_path / "run" / "results.jsonl").records) == n_before
     assert [c["verdict"] for c in again["settle"]["configs"]] == [c["verdict"] for c in settle["configs"]]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["settle"]["family"]
+
+
+@pytest.mark.slow
+def test_settling_stops_what_its_horizon_cannot_decide(ray_local, tmp_path, capsys):
+    """Seed noise 0.3 against delta 0.01: after the first look (3 seeds) the 12-seed horizon would
+    decide neither configuration, so settling stops both there (curtailment), says so, and the
+    report replays the stop from the records; with curtail 0 they run to the horizon."""
+    from analysis.loaders import load
+    from analysis.report import ReportOptions, build
+    from fsray.commands.tune import settle_lines
+    from fsray.search.driver import run_search
+
+    raw = _raw(tmp_path, simulated={"n_layer": 12, "noise_sd": 0.3, "effects": {}})
+    summary = run_search(parse_space(raw), out=str(tmp_path / "run"), say=lambda s: None)
+    configs = summary["settle"]["configs"]
+    assert [c["verdict"] for c in configs] == ["undecided", "undecided"]
+    assert all(c["curtailed"] and c["n"] == 3 and c["p_decide"] < 0.05 for c in configs)
+    fresh = [r for r in read_records(tmp_path / "run" / "results.jsonl").records if r["stage"] == "confirmation"]
+    assert len(fresh) == 6
+    lines = settle_lines(summary["settle"], ["fs_layer_start"])
+    assert sum("stopped early" in x for x in lines) == 2
+    report = build(load([tmp_path / "run"]), ReportOptions(delta=0.01, metric="acc")).summary
+    conf = report[report["stage"] == "confirmation"]
+    assert len(conf) == 2 and all("stopped" in x for x in conf["verdict_label"])
+
+    raw["settle"] = {**raw["settle"], "curtail": 0.0}
+    full = run_search(parse_space(raw), out=str(tmp_path / "run0"), say=lambda s: None)
+    assert all(c["n"] == 12 and not c["curtailed"] for c in full["settle"]["configs"])
 
 
 def _cli(tmp_path, raw, *extra) -> tuple[int, str]:
@@ -68,6 +97,7 @@ def _cli(tmp_path, raw, *extra) -> tuple[int, str]:
 @pytest.mark.parametrize("change, message", [
     ({"settle": {"enabled": True, "top_k": 3, "total_budget": 5}}, "total seed budget (5) is smaller"),
     ({"objective": {"kind": "lower_bound", "delta": 0}}, "objective.delta"),
+    ({"settle": {"enabled": True, "curtail": 1.5}}, "settle.curtail"),
     ({"objective": {"kind": "lower_bound", "delta": ".nan"}}, "objective.delta"),
 ])
 def test_bad_settle_input_is_one_line_and_writes_nothing(tmp_path, capsys, change, message):

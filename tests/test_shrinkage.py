@@ -132,9 +132,20 @@ def test_width_at_three_seeds_in_a_homogeneous_family_of_ten(capsys):
     with capsys.disabled():
         print(f"\nwidth ratio at n=3, family of 10 (today / borrowed): fixed 95% {fixed_ratio:.2f}x, "
               f"first look's repeated interval {rep_ratio:.2f}x; mean df {df.mean():.1f}")
-    # The 95% ratio cannot reach 2x: even a known variance gives 4.30 * E[s] / 1.96 = 1.94x, and
-    # the cap at the family's 20 df (t_20 = 2.09) leaves at most 1.83x.
-    assert fixed_ratio > 1.5
+    # The 95% ratio cannot reach 2x. Today's mean width is 2 t_2 E[s] / sqrt(3), E[s] = c4(3) sigma;
+    # no valid 95% interval for the mean of 3 normal deltas is shorter on average than the one
+    # with sigma known (2 z sigma / sqrt(3)), so 1.94x is the most any borrowing can give; pooling
+    # the whole family's 20 degrees of freedom (exact under homogeneity) gives 1.85x.
+    def c4(k):
+        return math.sqrt(2.0 / (k - 1)) * math.exp(math.lgamma(k / 2) - math.lgamma((k - 1) / 2))
+    today_mean = stats.t.isf(0.025, n - 1) * c4(n)
+    oracle = today_mean / stats.norm.isf(0.025)
+    pooled = today_mean / (stats.t.isf(0.025, 10 * (n - 1)) * c4(10 * (n - 1) + 1))
+    with capsys.disabled():
+        print(f"bounds: sigma known {oracle:.3f}x, the family's 20 df pooled {pooled:.3f}x")
+    assert today.mean() / (stats.norm.isf(0.025) / math.sqrt(n)) == pytest.approx(oracle, rel=0.03)
+    assert 1.93 < oracle < 1.95 and 1.84 < pooled < 1.86
+    assert 1.5 < fixed_ratio < pooled
     assert rep_ratio > 3.0
 
 

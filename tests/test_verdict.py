@@ -108,7 +108,9 @@ def test_settle_plan_round_by_round_and_resumed():
         assert again.to_dict() == plan.to_dict()
     v = plan.configs
     assert v["good"].verdict == "helps" and v["null"].verdict == "no effect"
-    assert v["noisy"].verdict == "undecided" and v["noisy"].n == 12 and v["noisy"].seeds_to_add == 0
+    # sd 0.08 against delta 0.01: the 12-seed horizon cannot decide it, and settling stops it early
+    assert v["noisy"].verdict == "undecided" and v["noisy"].curtailed and v["noisy"].seeds_to_add == 0
+    assert v["noisy"].n < 12 and v["noisy"].note.startswith(f"stopped at {v['noisy'].n} seeds")
     assert "1 of 3 configuration(s) help" in plan.family
     doc = plan.to_dict()
     assert doc["done"] and doc["design"]["horizon"] == 12 and doc["configs"]["good"]["looks"]

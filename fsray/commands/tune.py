@@ -192,6 +192,11 @@ def settle_lines(settle: dict | None, knobs, ids: dict | None = None) -> list[st
         out += settle_detail_lines(c)
     out.append(f"  {settle['family']}")
     for c in settle["undecided"]:
+        if c.get("curtailed"):
+            p = c.get("p_decide") or 0.0
+            chance = f"{p:.0%}" if p >= 0.01 else "under 1%"
+            out.append(f"  stopped early: {c['label']}: its seed horizon would decide it with probability "
+                       f"{chance}, so no more seeds were spent on it")
         if c["seeds_to_decide"] is not None:
             more = "" if c["within_horizon"] else " (beyond the per-configuration budget)"
             out.append(f"  undecided: {c['label']}: about {c['seeds_to_decide']} more paired seeds would "

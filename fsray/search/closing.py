@@ -28,6 +28,7 @@ def settle_summary(plan, space: SearchSpace, store: StoreClient) -> dict | None:
                     "would_decide": v.would_decide, "within_horizon": v.within_horizon, "note": v.note,
                     "design": v.design, "variance": v.variance, "prior_df": v.prior_df,
                     "estimate": v.estimate, "est_lo": v.est_lo, "est_hi": v.est_hi,
+                    "curtailed": v.curtailed, "p_decide": v.p_decide,
                     "split": _split_advice(store.all_records(), h, space)})
     family = plan.family
     for c in out:   # the plan names configurations by hash; a reader wants their labels

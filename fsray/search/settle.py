@@ -94,7 +94,7 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
         plan = settle_plan(deltas, space.objective.min_effect, looks_by_config={h: state.looks.get(h, []) for h in deltas},
                            max_seeds_per_config=st.max_seeds_per_config, round_size=st.round_size,
                            total_budget=budget, noop=state.noop, what=task, design=st.design,
-                           borrow=st.borrow)
+                           borrow=st.borrow, curtail=st.curtail)
         return plan, state.last_round + 1
 
     def run_config(h: str, seeds: list[int], rnd: int) -> None:
@@ -103,7 +103,7 @@ def settle(space: SearchSpace, runner, store: StoreClient, progress: Progress):
             evaluate_config(space, runner, store, params, seeds, stage="confirmation",
                             trial_id=f"settle-{rnd}", race=False,
                             record_extra={"settle": {"round": rnd, "horizon": st.max_seeds_per_config,
-                                                      "design": st.design}})
+                                                      "design": st.design, "curtail": st.curtail}})
         except RunFailed as exc:
             failed.add(h)
             say(f"[tune] settle: {rows[h]['label']} failed and leaves the settling: {exc}")

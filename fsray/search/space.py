@@ -155,6 +155,9 @@ class SettleSection(_Strict):
     total_budget: int | None = Field(default=None, ge=1, le=MAX_SEEDS * MAX_TRIALS)  # fresh seeds for all configurations
     design: Literal["sprt", "spending"] = "sprt"          # analysis.verdict.DESIGNS
     borrow: bool = True                                   # a variance prior over the shortlist
+    # sprt: stop a configuration, undecided, once the horizon would decide it with a predictive
+    # probability below this (analysis.sprt.p_decide); 0 runs every undecided one to the horizon
+    curtail: float = Field(default=0.05, ge=0.0, lt=1.0)
 
 
 class RacingSection(_Strict):
