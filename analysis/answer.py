@@ -213,7 +213,7 @@ def _settle_step(report, run: RunContext, best: list[Candidate]) -> NextStep | N
     for _, r in s.iterrows():
         ids.setdefault(r["config_hash"], r["config_id"])
     used = need = 0
-    names, beyond, decided = [], [], []
+    names, beyond, decided, stopped = [], [], [], []
     design = vmod.Design(delta=report.options.delta, horizon=max(horizon, vmod.MIN_SEEDS),
                          higher_is_better=report.options.metric != "loss")
     dcol = f"d_{report.options.metric}"
@@ -227,6 +227,12 @@ def _settle_step(report, run: RunContext, best: list[Candidate]) -> NextStep | N
             if f["verdict"] != "undecided":
                 used += n_f
                 decided.append(f"{cid} {f['verdict_label']}")
+                continue
+            if bool(f.get("verdict_curtailed", False)):
+                # the settling stopped it (its horizon would decide it too rarely): a settling run
+                # with the same design gives it no more seeds
+                used += n_f
+                stopped.append(cid)
                 continue
             k = f["seeds_to_decide"]
             total = None if k is None or (isinstance(k, float) and math.isnan(k)) else n_f + int(k)
@@ -247,16 +253,23 @@ def _settle_step(report, run: RunContext, best: list[Candidate]) -> NextStep | N
         else:
             names.append(cid)
         need += max(total - n_f, 0)
+    halted = (f"{', '.join(stopped)} {'was' if len(stopped) == 1 else 'were'} stopped by the "
+              f"settling: the {horizon}-seed horizon would decide {'it' if len(stopped) == 1 else 'them'} "
+              f"too rarely (a larger design decides: a new run with a larger "
+              f"settle.max_seeds_per_config)") if stopped else ""
     if not names and not beyond:
-        what = "; ".join(decided) or "nothing"
+        what = "; ".join(decided)
+        if not what:
+            return NextStep(None, f"nothing left to settle: {halted}")
         return NextStep(None, f"nothing left to settle: the configurations a settling run takes "
-                              f"are decided on fresh seeds ({what})")
+                              f"are decided on fresh seeds ({what})" + (f"; {halted}" if halted else ""))
     budget = max(used + need, vmod.check_settle_budget(len(shortlist), round_size=round_size,
                                                        max_seeds_per_config=horizon))
     cmd = " ".join(["fsray tune", _quote(run.space), "--out", _quote(run.run_dir), *run.extra_args,
                     "--settle-only", "--settle-budget", str(budget)])
     took = (f"a settling run takes the top {len(shortlist)} of the selection"
-            + (f"; decided: {', '.join(decided)}" if decided else ""))
+            + (f"; decided: {', '.join(decided)}" if decided else "")
+            + (f"; {halted}" if halted else ""))
     parts = []
     if names:
         parts.append(f"{', '.join(names)} would be decided at the current "

@@ -363,6 +363,7 @@ def _verdicts(summary: pd.DataFrame, data: pd.DataFrame, keys: list[str],
         "verdict_note": [v.note for v in out],
         "looks": [list(v.looks) for v in out],
         "verdict_design": [v.design for v in out],
+        "verdict_curtailed": [bool(v.curtailed) for v in out],   # a settling stopped it (sprt)
         "verdict_prior_df": [v.prior_df for v in out],
         "estimate": [v.estimate for v in out],      # stopping-aware (analysis.stopped), settled only
         "est_lo": [v.est_lo for v in out], "est_hi": [v.est_hi for v in out],

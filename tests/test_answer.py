@@ -95,6 +95,25 @@ def test_nothing_to_settle_when_the_shortlist_is_decided(tmp_path):
     assert step.command is None and step.why.startswith("nothing left to settle") and "C1 helps" in step.why
 
 
+def test_a_configuration_the_settling_stopped_gets_no_settle_command(tmp_path):
+    """Fresh seeds recorded by a settling that curtails (settle.curtail): one seed that learned
+    where its baseline did not leaves the 20-seed horizon almost no chance, so settling stopped C1;
+    the answer says so and proposes no --settle-only run that would do nothing."""
+    run = _run_dir(tmp_path, {0: [0.3, -0.25, 0.01, 0.02, -0.01]}, top_k=1)
+    lines = (run / "results.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    for i, r in enumerate(x for x in recs if x["stage"] == "confirmation"):
+        r["settle"] = {"round": 0 if i < 3 else 1, "horizon": 20, "design": "sprt", "curtail": 0.05}
+    (run / "results.jsonl").unlink()
+    write_store(run / "results.jsonl", recs)
+    rep = _report(run)
+    c1 = rep.summary[rep.summary["stage"] == "confirmation"].iloc[0]
+    assert c1["verdict"] == "undecided" and c1["verdict_curtailed"]
+    step = answer(rep, run_context(run)).next
+    assert step.command is None
+    assert step.why.startswith("nothing left to settle: C1 was stopped by the settling: the 20-seed horizon")
+
+
 def test_beyond_the_horizon_is_said(tmp_path):
     # a tiny, noisy effect: no settling design of 6 seeds decides it
     rng = np.random.default_rng(3)
