@@ -256,7 +256,8 @@ def _settle_step(report, run: RunContext, best: list[Candidate]) -> NextStep | N
     halted = (f"{', '.join(stopped)} {'was' if len(stopped) == 1 else 'were'} stopped by the "
               f"settling: the {horizon}-seed horizon would decide {'it' if len(stopped) == 1 else 'them'} "
               f"too rarely (a larger design decides: a new run with a larger "
-              f"settle.max_seeds_per_config)") if stopped else ""
+              f"settle.max_seeds_per_config; settle.curtail: 0 and --settle-only run it on to the "
+              f"horizon)") if stopped else ""
     if not names and not beyond:
         what = "; ".join(decided)
         if not what:

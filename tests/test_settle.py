@@ -83,9 +83,12 @@ def test_settling_stops_what_its_horizon_cannot_decide(ray_local, tmp_path, caps
     conf = report[report["stage"] == "confirmation"]
     assert len(conf) == 2 and all("stopped" in x for x in conf["verdict_label"])
 
+    # the settling may be run on: settle.curtail 0 with --settle-only takes both to the horizon
     raw["settle"] = {**raw["settle"], "curtail": 0.0}
-    full = run_search(parse_space(raw), out=str(tmp_path / "run0"), say=lambda s: None)
+    full = run_search(parse_space(raw), out=str(tmp_path / "run"), settle_only=True, say=lambda s: None)
     assert all(c["n"] == 12 and not c["curtailed"] for c in full["settle"]["configs"])
+    fresh = [r for r in read_records(tmp_path / "run" / "results.jsonl").records if r["stage"] == "confirmation"]
+    assert len(fresh) == 24 and sum(r["settle"]["curtail"] == 0.05 for r in fresh) == 6
 
 
 def _cli(tmp_path, raw, *extra) -> tuple[int, str]:
